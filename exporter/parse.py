@@ -1,0 +1,243 @@
+"""Reads IPS SOAP responses incrementally into models, as the bytes arrive.
+
+A getActiveJobs answer for a big tenant is tens of MB. The reader turns each job into an
+`ActiveJob` as soon as its element ends and frees the element, so memory stays near one job, not
+one response. Item entries of a task can be counted without being kept. Elements are matched by
+namespace and local name, whatever the prefixes, for every IPS API version and SOAP 1.1 or 1.2.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+from pydantic import ValidationError
+
+from exporter.errors import FAULT_CLASSES, ApiFault, IpsFault, MalformedResponse
+from exporter.models import (
+    ActiveJob,
+    Company,
+    CompanyMembership,
+    JobState,
+    TaskState,
+)
+from exporter.soap import (
+    SOAP_ENVELOPES,
+    ForbiddenXML,
+    PrologGuard,
+    child_text,
+    hardened_pull_parser,
+    is_ips_namespace,
+    iter_children,
+    local_name,
+    split_tag,
+)
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class ActiveJobsResult:
+    """The jobs of one getActiveJobs answer, and what was left out of them."""
+
+    jobs: tuple[ActiveJob, ...]
+    invalid_records: int = 0
+    unknown_values: int = 0
+
+
+class ResponseReader:
+    """Parses one SOAP response to `<operation>Param` as it streams in.
+
+    `feed()` the body chunk by chunk, then `close()` returns the `<operation>Return` element or
+    raises the typed error of a SOAP fault or a malformed answer. For getActiveJobs the jobs
+    are collected on the way (`result()`), each job element freed once read.
+    """
+
+    def __init__(self, operation: str, *, keep_items: bool = True) -> None:
+        self.operation = operation
+        self.keep_items = keep_items
+        self._guard = PrologGuard()
+        self._parser = hardened_pull_parser(tag="{*}items")
+        self._jobs: list[ActiveJob] = []
+        self._invalid = 0
+        self._unknown = 0
+        self._closed = False
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._guard.feed(data)
+            self._parser.feed(data)
+        except ForbiddenXML as exc:
+            raise MalformedResponse(str(exc)) from None
+        except (ValueError, etree.XMLSyntaxError) as exc:
+            raise MalformedResponse(f"not well-formed XML: {exc}") from None
+        self._drain()
+
+    def close(self) -> etree._Element:
+        try:
+            root = self._parser.close()
+        except etree.XMLSyntaxError as exc:
+            raise MalformedResponse(f"incomplete or broken XML: {exc}") from None
+        self._drain()
+        self._closed = True
+        return _operation_return(root, self.operation)
+
+    def result(self) -> ActiveJobsResult:
+        """The jobs read so far, once `close()` accepted the document."""
+        return ActiveJobsResult(tuple(self._jobs), self._invalid, self._unknown)
+
+    def _drain(self) -> None:
+        for _event, element in self._parser.read_events():
+            parent = element.getparent()
+            array = local_name(parent.tag) if parent is not None else ""
+            if array == "jobArray":
+                self._read_job(element)
+                # Free the job and the empty shells of the jobs before it.
+                element.clear()
+                while element.getprevious() is not None:
+                    del parent[0]  # type: ignore[index]
+            elif array == "taskItemProgressArray" and not self.keep_items:
+                element.clear()
+
+    def _read_job(self, element: etree._Element) -> None:
+        try:
+            job = ActiveJob.model_validate(job_record(element, self.keep_items))
+        except ValidationError as exc:
+            self._invalid += 1
+            name = child_text(element, "name")
+            fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+            log.warning("skipping invalid job record %r: bad %s", name, fields)
+            return
+        if not isinstance(job.state, JobState):
+            self._unknown += 1
+        self._unknown += sum(
+            1 for task in job.task_progress_array
+            if task.task_state is not None and not isinstance(task.task_state, TaskState)
+        )
+        self._jobs.append(job)
+
+
+def job_record(element: etree._Element, keep_items: bool = True) -> dict[str, Any]:
+    """An ActiveJob element as a mapping of wire names; job-detail elements are left out."""
+    record: dict[str, Any] = {}
+    for child in element:
+        name = local_name(child.tag)
+        if name == "taskProgressArray":
+            record[name] = [task_record(task, keep_items) for task in iter_children(child, "items")]
+        elif len(child) == 0:
+            record[name] = child.text or ""
+    return record
+
+
+def task_record(element: etree._Element, keep_items: bool = True) -> dict[str, Any]:
+    """A TaskProgress element as a mapping of wire names, with its item count."""
+    record: dict[str, Any] = {}
+    for child in element:
+        name = local_name(child.tag)
+        if name == "taskItemProgressArray":
+            items = list(iter_children(child, "items"))
+            record["itemCount"] = len(items)
+            if keep_items:
+                record[name] = [_leaf_record(item) for item in items]
+        elif len(child) == 0:
+            record[name] = child.text or ""
+    return record
+
+
+def _leaf_record(element: etree._Element) -> dict[str, str]:
+    return {local_name(child.tag): child.text or "" for child in element}
+
+
+def _operation_return(root: etree._Element, operation: str) -> etree._Element:
+    """The `<operation>Return` element of a SOAP envelope; raises for faults and surprises."""
+    namespace, name = split_tag(root.tag)
+    if name != "Envelope" or namespace not in SOAP_ENVELOPES:
+        raise MalformedResponse(f"expected a SOAP Envelope, got <{name}>")
+    bodies = [child for child in root if split_tag(child.tag) == (namespace, "Body")]
+    if len(bodies) != 1:
+        raise MalformedResponse("SOAP Envelope without exactly one Body")
+    payload = [child for child in bodies[0] if isinstance(child.tag, str)]
+    if not payload:
+        raise MalformedResponse("empty SOAP Body")
+    first = payload[0]
+    if split_tag(first.tag) == (namespace, "Fault"):
+        raise fault_error(first)
+    ns, name = split_tag(first.tag)
+    if name != f"{operation}Return" or not is_ips_namespace(ns):
+        raise MalformedResponse(f"expected <{operation}Return>, got <{name}>")
+    return first
+
+
+def fault_error(fault: etree._Element) -> IpsFault:
+    """The typed error of a SOAP 1.1 or 1.2 Fault element."""
+    for detail in _children_named(fault, ("detail", "Detail")):
+        for entry in detail:
+            ns, name = split_tag(entry.tag) if isinstance(entry.tag, str) else (None, "")
+            if name in FAULT_CLASSES and is_ips_namespace(ns):
+                code_text = (child_text(entry, "code") or "").strip()
+                code = int(code_text) if code_text.isdigit() else None
+                return FAULT_CLASSES[name](code, (child_text(entry, "reason") or "").strip())
+    text = child_text(fault, "faultstring")
+    if text is None:  # SOAP 1.2: Reason/Text
+        for reason in _children_named(fault, ("Reason",)):
+            text = child_text(reason, "Text")
+    return ApiFault(None, (text or "SOAP fault without detail").strip())
+
+
+def _children_named(element: etree._Element, names: Iterable[str]) -> list[etree._Element]:
+    wanted = set(names)
+    return [child for child in element if local_name(child.tag) in wanted]
+
+
+def read_document(data: bytes, operation: str) -> etree._Element:
+    """Parse a whole (small) response at once: the `<operation>Return` element."""
+    reader = ResponseReader(operation)
+    reader.feed(data)
+    return reader.close()
+
+
+def companies_from_membership(element: etree._Element) -> list[CompanyMembership]:
+    """The CompanyMemberships of a getCompanyMembershipReturn element."""
+    memberships = []
+    for array in iter_children(element, "membershipArray"):
+        for item in iter_children(array, "items"):
+            record: dict[str, Any] = _leaf_record(item)
+            company = next(iter_children(item, "company"), None)
+            if company is None:
+                raise MalformedResponse("CompanyMembership without company")
+            record["company"] = _leaf_record(company)
+            try:
+                memberships.append(CompanyMembership.model_validate(record))
+            except ValidationError as exc:
+                raise MalformedResponse(f"invalid CompanyMembership: {exc.error_count()} errors") from None
+    return memberships
+
+
+def company_from_info(element: etree._Element) -> Company:
+    """The Company of a getCompanyInfoReturn element."""
+    info = next(iter_children(element, "companyInfo"), None)
+    if info is None:
+        raise MalformedResponse("getCompanyInfoReturn without companyInfo")
+    try:
+        return Company.model_validate(_leaf_record(info))
+    except ValidationError as exc:
+        raise MalformedResponse(f"invalid companyInfo: {exc.error_count()} errors") from None
+
+
+def check_job_array(element: etree._Element) -> None:
+    """getActiveJobsReturn must hold a jobArray, even an empty one."""
+    if next(iter_children(element, "jobArray"), None) is None:
+        raise MalformedResponse("getActiveJobsReturn without jobArray")
+
+
+__all__ = [
+    "ActiveJobsResult",
+    "ResponseReader",
+    "check_job_array",
+    "companies_from_membership",
+    "company_from_info",
+    "fault_error",
+    "read_document",
+]
