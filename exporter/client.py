@@ -1,0 +1,207 @@
+"""Async client of the IPS SOAP API: the three calls the exporter makes, and nothing more.
+
+Each call posts one SOAP 1.1 envelope, streams the answer through the incremental reader with
+a size cap, and maps every failure onto the typed errors of `exporter.errors`. Timeouts,
+connection errors and 5xx answers are retried with exponential backoff and full jitter, within
+one deadline per call; faults are final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+
+from exporter import APP_NAME, __version__
+from exporter.errors import (
+    HttpStatusError,
+    IpsConnectionError,
+    IpsError,
+    IpsTimeout,
+    MalformedResponse,
+    OversizedResponse,
+)
+from exporter.models import Company, CompanyMembership
+from exporter.parse import (
+    ActiveJobsResult,
+    ResponseReader,
+    check_job_array,
+    companies_from_membership,
+    company_from_info,
+)
+from exporter.soap import DEFAULT_API_VERSION, SOAP11_CONTENT_TYPE, AuthHeader, build_envelope
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, bounded by a deadline per call."""
+
+    deadline: float = 20.0
+    attempt_timeout: float = 15.0
+    initial_backoff: float = 0.5
+    max_backoff: float = 8.0
+
+    def backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_backoff, self.initial_backoff * 2**attempt))  # noqa: S311
+
+
+class IpsClient:
+    """One IPS account: an endpoint, a user, an API version.
+
+    Use as an async context manager, or call `aclose()`.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        user: str,
+        password: str,
+        *,
+        api_version: str = DEFAULT_API_VERSION,
+        retry: RetryPolicy | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        verify: ssl.SSLContext | str | bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.api_version = api_version
+        self.retry = retry or RetryPolicy()
+        self.max_response_bytes = max_response_bytes
+        self._auth = AuthHeader(user, password, APP_NAME, __version__)
+        self._http = httpx.AsyncClient(
+            verify=verify,
+            transport=transport,
+            timeout=httpx.Timeout(self.retry.attempt_timeout),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> IpsClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"IpsClient(endpoint={self.endpoint!r}, user={self._auth.user!r})"
+
+    async def get_company_memberships(self) -> list[CompanyMembership]:
+        """The companies the calling user belongs to (getCompanyMembership)."""
+        reader = await self._call("getCompanyMembership", {})
+        return companies_from_membership(reader.close())
+
+    async def get_company_info(
+        self, *, company_handle: str | None = None, company_name: str | None = None
+    ) -> Company:
+        """One company, by handle or by name (getCompanyInfo)."""
+        if (company_handle is None) == (company_name is None):
+            raise ValueError("give exactly one of company_handle and company_name")
+        params = (
+            {"companyHandle": company_handle} if company_handle is not None
+            else {"companyName": company_name or ""}
+        )
+        reader = await self._call("getCompanyInfo", params)
+        return company_from_info(reader.close())
+
+    async def get_active_jobs(
+        self,
+        company_handle: str | None = None,
+        *,
+        job_handle: str | None = None,
+        original_name: str | None = None,
+        include_waiting_jobs: bool | None = None,
+        keep_items: bool = True,
+    ) -> ActiveJobsResult:
+        """The active jobs (getActiveJobs). With `keep_items=False` each task's item entries
+        are counted but not kept: the exporter never needs them and they can be thousands."""
+        params: dict[str, str] = {}
+        if company_handle is not None:
+            params["companyHandle"] = company_handle
+        if job_handle is not None:
+            params["jobHandle"] = job_handle
+        if original_name is not None:
+            params["originalName"] = original_name
+        if include_waiting_jobs is not None:
+            params["includeWaitingJobs"] = "true" if include_waiting_jobs else "false"
+        reader = await self._call("getActiveJobs", params, keep_items=keep_items)
+        check_job_array(reader.close())
+        return reader.result()
+
+    async def _call(
+        self, operation: str, params: Mapping[str, str], *, keep_items: bool = True
+    ) -> ResponseReader:
+        """Post one operation with retries; returns a reader that has been fed the whole
+        answer (its `close()` yields the result or raises the fault)."""
+        envelope = build_envelope(operation, self.api_version, params, self._auth)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry.deadline
+        attempt = 0
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                async with asyncio.timeout(remaining):
+                    return await self._attempt(operation, envelope, keep_items)
+            except TimeoutError:
+                error: IpsError = IpsTimeout(f"{operation}: no answer within the deadline")
+            except (IpsTimeout, IpsConnectionError) as exc:
+                error = exc
+            except HttpStatusError as exc:
+                if not exc.transient:
+                    raise
+                error = exc
+            delay = self.retry.backoff(attempt)
+            if loop.time() + delay >= deadline:
+                raise error
+            log.debug("%s attempt %d failed (%s), retrying in %.2fs", operation, attempt + 1, error, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _attempt(self, operation: str, envelope: bytes, keep_items: bool) -> ResponseReader:
+        headers = {
+            "Content-Type": SOAP11_CONTENT_TYPE,
+            "SOAPAction": operation,
+            "Accept-Encoding": "gzip",
+            "User-Agent": f"{APP_NAME}/{__version__}",
+        }
+        reader = ResponseReader(operation, keep_items=keep_items)
+        received = 0
+        try:
+            async with self._http.stream(
+                "POST", self.endpoint, content=envelope, headers=headers
+            ) as response:
+                content_type = response.headers.get("content-type", "")
+                if response.status_code >= 300 and "xml" not in content_type:
+                    raise HttpStatusError(response.status_code, content_type.split(";")[0])
+                try:
+                    async for chunk in response.aiter_bytes():
+                        received += len(chunk)
+                        if received > self.max_response_bytes:
+                            raise OversizedResponse(
+                                f"{operation}: answer larger than {self.max_response_bytes} bytes"
+                            )
+                        reader.feed(chunk)
+                except (httpx.RemoteProtocolError, httpx.DecodingError, httpx.ReadError) as exc:
+                    raise MalformedResponse(f"{operation}: truncated answer ({type(exc).__name__})") from None
+                if response.status_code >= 300:
+                    # A SOAP fault is the expected content of an error status: close() raises it.
+                    reader.close()
+                    raise HttpStatusError(response.status_code, "SOAP answer without fault")
+        except httpx.TimeoutException:
+            raise IpsTimeout(f"{operation}: timed out") from None
+        except httpx.TransportError as exc:
+            raise IpsConnectionError(f"{operation}: {type(exc).__name__}: {exc}") from None
+        return reader
