@@ -90,14 +90,18 @@ class ResponseReader:
 
     def _drain(self) -> None:
         for _event, element in self._parser.read_events():
+            if not isinstance(element, etree._Element):
+                continue
             parent = element.getparent()
-            array = local_name(parent.tag) if parent is not None else ""
+            if parent is None:
+                continue
+            array = local_name(parent.tag)
             if array == "jobArray":
                 self._read_job(element)
                 # Free the job and the empty shells of the jobs before it.
                 element.clear()
                 while element.getprevious() is not None:
-                    del parent[0]  # type: ignore[index]
+                    del parent[0]
             elif array == "taskItemProgressArray" and not self.keep_items:
                 element.clear()
 

@@ -82,7 +82,7 @@ def build_envelope(
     envelope = etree.Element(f"{{{SOAP11_ENV}}}Envelope", nsmap={"soapenv": SOAP11_ENV})
     if auth is not None:
         header = etree.SubElement(envelope, f"{{{SOAP11_ENV}}}Header")
-        auth_el = etree.SubElement(header, f"{{{IPS_COMMON_NS}}}authHeader", nsmap={None: IPS_COMMON_NS})
+        auth_el = etree.SubElement(header, f"{{{IPS_COMMON_NS}}}authHeader", nsmap={None: IPS_COMMON_NS})  # type: ignore[dict-item]
         for name, value in (
             ("user", auth.user),
             ("password", auth.password),
@@ -92,7 +92,7 @@ def build_envelope(
             add_text_child(auth_el, f"{{{IPS_COMMON_NS}}}{name}", value)
     body = etree.SubElement(envelope, f"{{{SOAP11_ENV}}}Body")
     namespace = api_namespace(api_version)
-    param = etree.SubElement(body, f"{{{namespace}}}{operation}Param", nsmap={None: namespace})
+    param = etree.SubElement(body, f"{{{namespace}}}{operation}Param", nsmap={None: namespace})  # type: ignore[dict-item]
     for name, value in (params or {}).items():
         add_text_child(param, f"{{{namespace}}}{name}", value)
     return bytes(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))

@@ -11,7 +11,7 @@ CAPTURES = DATA / "captures"
 
 
 @pytest.fixture
-def capture() -> "CaptureReader":
+def capture() -> CaptureReader:
     return CaptureReader()
 
 

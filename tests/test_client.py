@@ -28,10 +28,10 @@ PASSWORD = "s3cr3t-<&\"'-pw"
 ENDPOINT = "https://ips.invalid/scene7/services/IpsApiService"
 FAST_RETRY = RetryPolicy(deadline=1.0, attempt_timeout=0.5, initial_backoff=0.01, max_backoff=0.05)
 JOBS_OK = (
-    '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
-    '<getActiveJobsReturn xmlns="http://www.scene7.com/IpsApi/xsd/2014-04-03"><jobArray/>'
-    "</getActiveJobsReturn></s:Body></s:Envelope>"
-).encode()
+    b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+    b'<getActiveJobsReturn xmlns="http://www.scene7.com/IpsApi/xsd/2014-04-03"><jobArray/>'
+    b"</getActiveJobsReturn></s:Body></s:Envelope>"
+)
 
 
 def fault(element: str, code: int) -> bytes:
@@ -185,7 +185,8 @@ async def test_oversized_answer_is_cut_off_while_streaming():
 
 async def test_truncated_gzip_body_is_malformed():
     body = gzip.compress(JOBS_OK)[:-30]
-    recorder = Recorder(httpx.Response(200, content=body, headers={"Content-Type": "text/xml", "Content-Encoding": "gzip"}))
+    headers = {"Content-Type": "text/xml", "Content-Encoding": "gzip"}
+    recorder = Recorder(httpx.Response(200, content=body, headers=headers))
     async with client_for(recorder) as client:
         with pytest.raises(MalformedResponse):
             await client.get_active_jobs("1")

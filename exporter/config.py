@@ -1,0 +1,272 @@
+"""The exporter's settings: a YAML file, `SCENE7_EXPORTER_*` environment variables, CLI flags.
+
+Precedence, highest first: flags, environment, file, defaults. Every value is validated up
+front; `describe_errors` turns a validation failure into lines that name the field and the fix.
+Passwords come from a file or the environment, never from a flag, and never leave this module
+in a printable form.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from exporter import DEFAULT_PORT
+from exporter.soap import DEFAULT_API_VERSION
+
+ENV_PREFIX = "SCENE7_EXPORTER_"
+PASSWORD_ENV = ENV_PREFIX + "PASSWORD"
+DEFAULT_ENDPOINT = "https://s7sps1apissl.scene7.com/scene7/services/IpsApiService"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a Prometheus-style duration (`90s`, `1m30s`, `500ms`) or a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"{value!r} is not a duration: use e.g. 30s, 5m, 1h30m")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise ValueError("a duration must be a string such as 30s or a number of seconds")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AccountConfig(Section):
+    """One IPS account (user) and the companies to poll with it."""
+
+    name: str = "default"
+    endpoint: str = DEFAULT_ENDPOINT
+    user: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    api_version: str = DEFAULT_API_VERSION
+    companies: list[str] = Field(default_factory=list)
+    ca_file: Path | None = None
+    insecure_skip_verify: bool = False
+    max_response_size: ByteSize = ByteSize(256 * 1024 * 1024)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("endpoint must be an http(s) URL, e.g. " + DEFAULT_ENDPOINT)
+        return value
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(-[A-Za-z0-9]+)?", value):
+            raise ValueError('api_version looks like "2014-04-03"')
+        return value
+
+    def resolve_password(self, single_account: bool) -> str:
+        """The password from `password_file`, `password`, or SCENE7_EXPORTER_PASSWORD."""
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(
+                    [f"accounts[{self.name}].password_file: cannot read {self.password_file}: "
+                     f"{exc.strerror}; fix the path or the file's permissions"]
+                ) from None
+        if self.password is not None:
+            return self.password.get_secret_value()
+        env = os.environ.get(PASSWORD_ENV)
+        if env is not None and single_account:
+            return env
+        raise ConfigError(
+            [f"accounts[{self.name}]: no password; set password_file (Docker or Kubernetes "
+             f"secret) or the environment variable {PASSWORD_ENV}"]
+        )
+
+
+class PollConfig(Section):
+    interval: Duration = 60.0
+    timeout: Duration = 20.0
+    max_age: Duration | None = None
+    max_series: int = Field(default=1_000_000, ge=0)
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> PollConfig:
+        if self.timeout >= self.interval:
+            raise ValueError(
+                f"poll.timeout ({self.timeout:g}s) must be below poll.interval "
+                f"({self.interval:g}s) so polls never stack"
+            )
+        return self
+
+    @property
+    def effective_max_age(self) -> float:
+        """Snapshots older than this stop exporting per-job series (default 3 intervals)."""
+        return self.max_age if self.max_age is not None else 3 * self.interval
+
+
+class WebSection(Section):
+    listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
+    config_file: Path | None = None
+    probes_without_auth: bool = True
+
+    @field_validator("listen_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen_address(value)
+        return value
+
+
+class LogSection(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    """Everything the exporter is told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    accounts: list[AccountConfig] = Field(default_factory=list)
+    poll: PollConfig = PollConfig()
+    web: WebSection = WebSection()
+    log: LogSection = LogSection()
+    shard: str | None = None
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_shard(value)
+        return value
+
+    @model_validator(mode="after")
+    def _unique_account_names(self) -> Settings:
+        names = [account.name for account in self.accounts]
+        if len(names) != len(set(names)):
+            raise ValueError("accounts: every account needs its own name")
+        return self
+
+
+def split_listen_address(value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:port`) into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port, e.g. 0.0.0.0:{DEFAULT_PORT}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - listen address, as asked
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    """`i/n` (1-based) into (index, total)."""
+    match = re.fullmatch(r"(\d+)/(\d+)", value.strip())
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ValueError(f"shard {value!r} must be INDEX/TOTAL with 1 <= INDEX <= TOTAL, e.g. 2/3")
+    return int(match[1]), int(match[2])
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run, as lines naming each field and its fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the file (if any), the environment and `overrides` (from flags)."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError([f"--config.file: {config_file} does not exist or is not a file"])
+
+    class FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            return tuple(sources)
+
+    try:
+        return FileSettings(**_nest(overrides))
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+    except (ValueError, OSError) as exc:  # YAML syntax errors and unreadable files
+        raise ConfigError([f"{config_file}: {exc}"]) from None
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"web.listen_address": x} into {"web": {"listen_address": x}}; None values dropped."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return nested
+
+
+_SECRET_FIELDS = ("password",)
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per problem: the field's path, what is wrong, and what to do."""
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "config"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            env = ENV_PREFIX + "__".join(str(p).upper() for p in error["loc"] if not isinstance(p, int))
+            fix = f"add it to the config file (or set {env})"
+        elif error["type"] == "extra_forbidden":
+            fix = "remove it or fix its spelling; see the configuration reference in README.md"
+        elif any(secret in path for secret in _SECRET_FIELDS):
+            fix = "check the value (not shown)"
+        else:
+            fix = f"got {error.get('input')!r}"
+        lines.append(f"{path}: {message} ({fix})")
+    return lines

@@ -1,0 +1,251 @@
+"""Polls IPS on a schedule and publishes each answer as a new snapshot.
+
+APScheduler's AsyncIOScheduler runs in the exporter's event loop with one interval job per
+company: first run at start-up (spread by a little jitter), `max_instances=1` and
+`coalesce=True` so a slow poll is never stacked (a run that could not start is counted as
+`skipped`), and a timeout below the interval on every poll. Before its companies are known an
+account is polled as one placeholder target labelled with the account name, whose poll is the
+company discovery: a wrong password is visible as `scene7_up 0` from the first poll on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from exporter.client import IpsClient
+from exporter.errors import IpsError
+from exporter.models import CompanyMembership
+from exporter.snapshot import CompanySnapshot, CompanyTarget, Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A configured account with its client and the companies asked for (empty: all)."""
+
+    name: str
+    client: IpsClient
+    companies: tuple[str, ...] = ()
+
+
+def in_shard(handle: str, shard: tuple[int, int] | None) -> bool:
+    """Whether this replica polls the company: a stable hash of its handle, modulo TOTAL."""
+    if shard is None:
+        return True
+    index, total = shard
+    digest = hashlib.sha256(handle.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % total == index - 1
+
+
+def choose_targets(
+    account: str,
+    memberships: Sequence[CompanyMembership],
+    wanted: Sequence[str],
+    shard: tuple[int, int] | None,
+) -> tuple[list[CompanyTarget], list[str]]:
+    """Targets for the account's memberships (only `wanted` handles or names, if given), and
+    the wanted entries that matched no membership."""
+    active = [m.company for m in memberships if m.is_active]
+    if wanted:
+        by_key = {c.company_handle: c for c in active} | {c.name: c for c in active}
+        chosen = [by_key[w] for w in wanted if w in by_key]
+        unknown = [w for w in wanted if w not in by_key]
+    else:
+        chosen, unknown = active, []
+    names = [c.name or c.company_handle for c in chosen]
+    targets = []
+    seen: set[str] = set()
+    for company, name in zip(chosen, names, strict=True):
+        if company.company_handle in seen:
+            continue
+        seen.add(company.company_handle)
+        # Two companies of one name would merge their series: tell them apart by handle.
+        label = f"{name} ({company.company_handle})" if names.count(name) > 1 else name
+        if in_shard(company.company_handle, shard):
+            targets.append(CompanyTarget(account, company.company_handle, label))
+    return targets, unknown
+
+
+class Poller:
+    """Schedules the polls of every account's companies and publishes their snapshots."""
+
+    def __init__(
+        self,
+        accounts: Sequence[Account],
+        store: Store,
+        *,
+        interval: float,
+        timeout: float,
+        on_publish: Callable[[], Awaitable[None]],
+        shard: tuple[int, int] | None = None,
+        jitter: float | None = None,
+    ) -> None:
+        self.accounts = {account.name: account for account in accounts}
+        self.store = store
+        self.interval = interval
+        self.timeout = timeout
+        self.on_publish = on_publish
+        self.shard = shard
+        self.jitter = min(interval / 10, 5.0) if jitter is None else jitter
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.scheduler.add_listener(self._on_missed_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._targets: dict[str, CompanyTarget] = {}
+        self._last_failure: dict[CompanyTarget, str] = {}
+        self.first_poll_attempted = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        for account in self.accounts.values():
+            placeholder = CompanyTarget(account.name, "", account.name)
+            self._schedule(placeholder, self._discover)
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        """Stop scheduling and cancel polls under way."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in list(self._running):
+            task.cancel()
+        if self._running:
+            await asyncio.wait(self._running, timeout=2)
+
+    @staticmethod
+    def _job_id(target: CompanyTarget) -> str:
+        return f"{target.account}\x00{target.handle}"
+
+    def _schedule(
+        self, target: CompanyTarget, poll: Callable[[CompanyTarget], Awaitable[None]]
+    ) -> None:
+        job_id = self._job_id(target)
+        self._targets[job_id] = target
+        self.store.put(CompanySnapshot(target))
+        first = datetime.now(UTC) + timedelta(seconds=random.uniform(0, self.jitter))  # noqa: S311
+        self.scheduler.add_job(
+            self._run,
+            "interval",
+            args=[target, poll],
+            seconds=self.interval,
+            jitter=self.jitter or None,
+            id=job_id,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(self.interval / 2)),
+            next_run_time=first,
+        )
+
+    async def _run(
+        self, target: CompanyTarget, poll: Callable[[CompanyTarget], Awaitable[None]]
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await poll(target)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+            self.first_poll_attempted.set()
+
+    async def _on_missed_run_async(self, target: CompanyTarget) -> None:
+        if self.store.record_skipped_run(target) is not None:
+            log.warning("poll of company %r skipped: the previous poll is still running", target.label)
+            await self.on_publish()
+
+    def _on_missed_run(self, event: JobExecutionEvent) -> None:
+        target = self._targets.get(event.job_id)
+        if target is not None:
+            asyncio.get_running_loop().create_task(self._on_missed_run_async(target))
+
+    async def _timed(
+        self, target: CompanyTarget, call: Callable[[], Awaitable[T]]
+    ) -> tuple[T, float] | None:
+        """Run one IPS call under the poll timeout; on failure publish it and return None."""
+        started_wall, started = time.time(), time.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await call()
+        except IpsError as exc:
+            reason, message = exc.reason, str(exc)
+        except TimeoutError:
+            reason, message = "timeout", f"no answer within the poll timeout of {self.timeout:g}s"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not stop the polling of this company
+            log.exception("unexpected error polling company %r", target.label)
+            reason, message = "malformed", f"unexpected {type(exc).__name__}"
+        else:
+            return result, time.monotonic() - started
+        self._log_failure(target, reason, message)
+        snapshot = self.store.state.company(target) or CompanySnapshot(target)
+        self.store.put(snapshot.after_failure(reason, message, at=started_wall, duration=time.monotonic() - started))
+        await self.on_publish()
+        return None
+
+    def _log_failure(self, target: CompanyTarget, reason: str, message: str) -> None:
+        # One line per change of failure, not one per poll: a wrong password polled every
+        # minute should not fill the log.
+        line = f"{reason}: {message}"
+        if self._last_failure.get(target) != line:
+            log.warning("poll of company %r failed: %s", target.label, line)
+            self._last_failure[target] = line
+        else:
+            log.debug("poll of company %r failed again: %s", target.label, line)
+
+    def _log_success(self, target: CompanyTarget) -> None:
+        if self._last_failure.pop(target, None) is not None:
+            log.info("poll of company %r recovered", target.label)
+
+    async def _poll_company(self, target: CompanyTarget) -> None:
+        client = self.accounts[target.account].client
+        started_wall = time.time()
+        outcome = await self._timed(
+            target, lambda: client.get_active_jobs(target.handle, keep_items=False)
+        )
+        if outcome is None:
+            return
+        result, duration = outcome
+        self._log_success(target)
+        snapshot = self.store.state.company(target) or CompanySnapshot(target)
+        self.store.put(
+            snapshot.after_success(
+                result.jobs, at=started_wall, duration=duration, invalid_records=result.invalid_records
+            )
+        )
+        await self.on_publish()
+
+    async def _discover(self, placeholder: CompanyTarget) -> None:
+        account = self.accounts[placeholder.account]
+        outcome = await self._timed(placeholder, account.client.get_company_memberships)
+        if outcome is None:
+            return
+        memberships, _ = outcome
+        targets, unknown = choose_targets(account.name, memberships, account.companies, self.shard)
+        for entry in unknown:
+            log.error(
+                "account %r: company %r is not among the user's companies; check the handle or name",
+                account.name, entry,
+            )
+        log.info(
+            "account %r: polling %d companies: %s",
+            account.name, len(targets), ", ".join(t.label for t in targets) or "none",
+        )
+        self._log_success(placeholder)
+        self.scheduler.remove_job(self._job_id(placeholder))
+        self._targets.pop(self._job_id(placeholder), None)
+        self.store.remove(placeholder)
+        for target in targets:
+            self._schedule(target, self._poll_company)
+        await self.on_publish()
