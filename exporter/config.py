@@ -176,12 +176,13 @@ class Settings(BaseSettings):
             parse_shard(value)
         return value
 
-    @model_validator(mode="after")
-    def _unique_account_names(self) -> Settings:
-        names = [account.name for account in self.accounts]
+    @field_validator("accounts")
+    @classmethod
+    def _unique_account_names(cls, accounts: list[AccountConfig]) -> list[AccountConfig]:
+        names = [account.name for account in accounts]
         if len(names) != len(set(names)):
-            raise ValueError("accounts: every account needs its own name")
-        return self
+            raise ValueError("every account needs its own name")
+        return accounts
 
 
 def split_listen_address(value: str) -> tuple[str, int]:
@@ -264,8 +265,8 @@ def describe_errors(exc: ValidationError) -> list[str]:
             fix = f"add it to the config file (or set {env})"
         elif error["type"] == "extra_forbidden":
             fix = "remove it or fix its spelling; see the configuration reference in README.md"
-        elif any(secret in path for secret in _SECRET_FIELDS):
-            fix = "check the value (not shown)"
+        elif any(secret in path for secret in _SECRET_FIELDS) or isinstance(error.get("input"), dict | list):
+            fix = "check the value"  # never echo a secret, or a section that may hold one
         else:
             fix = f"got {error.get('input')!r}"
         lines.append(f"{path}: {message} ({fix})")
