@@ -27,14 +27,17 @@ from exporter.snapshot import State, Store
 GZIP_LEVEL = 1
 
 
+Encoder = Callable[[CollectorRegistry], bytes]
+TEXT_0_0_4 = text_format.CONTENT_TYPE_PLAIN_0_0_4
+OPENMETRICS_1_0_0 = openmetrics_format.CONTENT_TYPE_LATEST
+
+
 @dataclass(frozen=True)
 class Variant:
-    openmetrics: bool
-    gzip: bool
+    """One form of the exposition: a content type (which names its encoder) and gzip or not."""
 
-    @property
-    def content_type(self) -> str:
-        return openmetrics_format.CONTENT_TYPE_LATEST if self.openmetrics else text_format.CONTENT_TYPE_LATEST
+    content_type: str
+    gzip: bool
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,18 @@ class Rendered:
     body: bytes
 
 
+_ENCODERS: dict[str, Encoder] = {
+    TEXT_0_0_4: text_format.generate_latest,
+    OPENMETRICS_1_0_0: openmetrics_format.generate_latest,
+}
+
+
 def negotiate(accept: str | None, accept_encoding: str | None) -> Variant:
-    """The variant a scraper asked for, as prometheus-client would choose it."""
-    encoder, _ = text_format.choose_encoder(accept or "")
-    openmetrics = encoder is openmetrics_format.generate_latest
+    """The variant a scraper asked for, chosen as prometheus-client chooses it."""
+    encoder, content_type = text_format.choose_encoder(accept or "")
+    _ENCODERS.setdefault(content_type, encoder)
     wants_gzip = "gzip" in (accept_encoding or "").lower()
-    return Variant(openmetrics, wants_gzip)
+    return Variant(content_type, wants_gzip)
 
 
 class Exposition:
@@ -85,8 +94,7 @@ class Exposition:
         """Encode `state` (optionally only the families in `names`); CPU-bound."""
         registry = self.registry(state, now)
         source = registry.restricted_registry(names) if names else registry
-        encoder = openmetrics_format.generate_latest if variant.openmetrics else text_format.generate_latest
-        body = encoder(source)
+        body = _ENCODERS[variant.content_type](source)
         return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0) if variant.gzip else body
 
     async def body(self, variant: Variant, names: Sequence[str] = ()) -> bytes:

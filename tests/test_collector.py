@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import JOB_STATES, METRIC_NAMES, TASK_STATES
-from exporter.exposition import Exposition, Variant
+from exporter.exposition import OPENMETRICS_1_0_0, TEXT_0_0_4, Exposition, Variant
 from exporter.models import ActiveJob, TaskProgress
 from exporter.snapshot import CompanySnapshot, CompanyTarget, Store
 
@@ -35,7 +35,7 @@ def job(name: str, *tasks: TaskProgress, state: str = "Running", job_type: str =
 
 def render(store: Store, now: float = NOW, max_age: float = 180.0) -> dict[tuple[str, tuple], float]:
     exposition = Exposition(store, max_age=max_age, interval=60.0, clock=lambda: now)
-    text = exposition.render(store.state, Variant(openmetrics=False, gzip=False), now).decode()
+    text = exposition.render(store.state, Variant(TEXT_0_0_4, gzip=False), now).decode()
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -140,7 +140,7 @@ def test_finished_tasks_are_counted_once_and_vanished_ones_too():
 def test_duplicate_task_types_do_not_duplicate_series():
     store = Store()
     store.put(polled(job("a_1", task("t", "Processing"), task("t", "New"))))
-    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(False, False), NOW).decode()
+    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(TEXT_0_0_4, False), NOW).decode()
     lines = [line for line in text.splitlines() if line.startswith("scene7_task_progress_ratio{")]
     assert len(lines) == 1
 
@@ -161,7 +161,7 @@ def test_every_declared_metric_is_rendered_and_promtool_accepts_it():
     store = Store()
     first = polled(job("a_1", task("t", "Processing")))
     store.put(polled(job("a_1", task("t", "Done")), previous=first))
-    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(False, False), NOW)
+    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(TEXT_0_0_4, False), NOW)
     names = {f.name if f.type != "counter" else f.name + "_total" for f in text_string_to_metric_families(text.decode())}
     assert names == METRIC_NAMES
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
@@ -172,7 +172,7 @@ def test_every_declared_metric_is_rendered_and_promtool_accepts_it():
 def test_help_names_the_poll_interval(openmetrics):
     store = Store()
     store.put(polled(job("a_1", task("t", "Processing"))))
-    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(openmetrics, False), NOW).decode()
+    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(OPENMETRICS_1_0_0 if openmetrics else TEXT_0_0_4, False), NOW).decode()
     assert "# HELP scene7_up 1 if the last poll of the company succeeded and is recent, else 0. " \
            "From a background poll of IPS every 60s." in text
     assert text.endswith("# EOF\n") == openmetrics

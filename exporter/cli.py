@@ -1,0 +1,208 @@
+"""The `scene7-exporter` command: run, demo, simulate, check-config.
+
+Flags are named as in the Go exporters (`--config.file`, `--web.listen-address`, ...). A
+configuration problem ends the process with exit code 2 and one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from exporter import APP_NAME, DEFAULT_PORT, __version__
+from exporter.config import (
+    AccountConfig,
+    ConfigError,
+    PollConfig,
+    Settings,
+    WebSection,
+    load_settings,
+)
+from exporter.logs import setup_logging
+from exporter.webconfig import WebConfigError
+
+log = logging.getLogger("exporter")
+
+SUBCOMMANDS = ("run", "demo", "simulate", "check-config")
+SIMULATOR_PASSWORD_ENV = "SCENE7_SIMULATOR_PASSWORD"  # noqa: S105 - a variable name
+
+
+def _common(parser: argparse.ArgumentParser, *, listen_default: str | None = None) -> None:
+    parser.add_argument(
+        "--web.listen-address", dest="web.listen_address", default=listen_default,
+        help=f"address to listen on (default 0.0.0.0:{DEFAULT_PORT})",
+    )
+    parser.add_argument("--log.level", dest="log.level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log.format", dest="log.format", choices=["text", "json"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=APP_NAME, description="Prometheus exporter for Adobe Scene7 IPS job progress."
+    )
+    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    commands = parser.add_subparsers(dest="command")
+
+    run = commands.add_parser("run", help="poll IPS and serve metrics (the default)")
+    run.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
+    run.add_argument("--web.config.file", dest="web.config_file", type=Path,
+                     help="TLS and basic auth, in the exporter-toolkit web configuration format")
+    run.add_argument("--shard", dest="shard", help="poll only shard INDEX/TOTAL of the companies")
+    _common(run)
+
+    demo = commands.add_parser("demo", help="run against the built-in IPS simulator, no account needed")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--jobs", type=int, default=24, help="active jobs in the simulated world")
+    _common(demo)
+
+    simulate = commands.add_parser("simulate", help="serve the IPS simulator alone")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--jobs", type=int, default=30, help="active jobs in the simulated world")
+    simulate.add_argument("--companies", type=int, default=3)
+    simulate.add_argument("--time-scale", type=float, default=1.0, help="speed-up of the world's rates")
+    simulate.add_argument("--user", default="demo@example.com",
+                          help=f"accepted user; the password comes from ${SIMULATOR_PASSWORD_ENV} (default demo)")
+    _common(simulate, listen_default="127.0.0.1:8080")
+
+    check = commands.add_parser("check-config", help="validate the configuration and print it")
+    check.add_argument("--config.file", dest="config_file", type=Path)
+    check.add_argument("--web.config.file", dest="web.config_file", type=Path)
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    args = list(argv)
+    if not args or (args[0] not in SUBCOMMANDS and args[0] not in ("-h", "--help", "--version")):
+        args.insert(0, "run")
+    return build_parser().parse_args(args)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if "." in k or k == "shard"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "demo":
+            settings = _demo_settings(args)
+        else:
+            settings = load_settings(args.config_file, **_overrides(args))
+        if args.command == "check-config":
+            return _check_config(settings)
+        if not settings.accounts:
+            raise ConfigError(["accounts: no IPS account configured; add one to the config file "
+                               "(see README.md), or try `scene7-exporter demo`"])
+        setup_logging(settings.log.level, settings.log.format)
+        if args.command == "demo":
+            return asyncio.run(_run_demo(settings, args))
+        return asyncio.run(_run(settings))
+    except (ConfigError, WebConfigError) as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        print(f"{APP_NAME}: invalid configuration:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(settings: Settings) -> int:
+    from exporter.app import Exporter
+
+    exporter = Exporter(settings)
+    await exporter.run_until_signalled()
+    return 0
+
+
+def _check_config(settings: Settings) -> int:
+    """Validate everything `run` would (passwords readable, web config) and print the
+    effective settings, secrets masked."""
+    from exporter.webconfig import load_web_config
+
+    for account in settings.accounts:
+        account.resolve_password(single_account=len(settings.accounts) == 1)
+    if settings.web.config_file is not None:
+        load_web_config(settings.web.config_file)
+    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    print("configuration is valid", file=sys.stderr)
+    return 0
+
+
+def _demo_settings(args: argparse.Namespace) -> Settings:
+    overrides = _overrides(args)
+    return Settings(
+        accounts=[AccountConfig(name="demo", endpoint="http://127.0.0.1:1/placeholder",
+                                user="demo@example.com", password="demo")],  # type: ignore[arg-type]  # noqa: S106
+        poll=PollConfig(interval=5.0, timeout=4.0),
+        web=WebSection(listen_address=overrides.get("web.listen_address") or f"0.0.0.0:{DEFAULT_PORT}"),
+        log={"level": overrides.get("log.level") or "info",  # type: ignore[arg-type]
+             "format": overrides.get("log.format") or "text"},
+    )
+
+
+async def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from exporter.app import Exporter
+    from exporter.simulator import SimulatorConfig, SimulatorServer
+
+    simulator = SimulatorServer(
+        SimulatorConfig(seed=args.seed, jobs=args.jobs, time_scale=30.0), host="127.0.0.1", port=0
+    )
+    await simulator.start()
+    account = settings.accounts[0].model_copy(update={"endpoint": simulator.url})
+    exporter = Exporter(settings.model_copy(update={"accounts": [account]}))
+    host = settings.web.listen_address.rpartition(":")[0].strip("[]")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
+
+    def announce(port: int) -> None:
+        print(f"{APP_NAME} demo: simulated IPS at {simulator.url}", flush=True)
+        print(f"{APP_NAME} demo: metrics at http://{shown}:{port}/metrics", flush=True)
+
+    try:
+        await exporter.run_until_signalled(announce)
+    finally:
+        await simulator.close()
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from exporter.config import split_listen_address
+    from exporter.simulator import SimulatorConfig, SimulatorServer
+
+    setup_logging(getattr(args, "log.level") or "info", getattr(args, "log.format") or "text")
+    host, port = split_listen_address(getattr(args, "web.listen_address"))
+    config = SimulatorConfig(
+        seed=args.seed, jobs=args.jobs, companies=args.companies, time_scale=args.time_scale,
+        user=args.user, password=os.environ.get(SIMULATOR_PASSWORD_ENV, "demo"),
+    )
+
+    async def serve() -> None:
+        import signal
+
+        server = SimulatorServer(config, host=host, port=port)
+        await server.start()
+        print(f"IPS simulator at {server.url} (user {config.user})", flush=True)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        try:
+            await stopping.wait()
+        finally:
+            await server.close()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
