@@ -1,0 +1,498 @@
+"""The exporter's own HTTP/1.1 server: asyncio streams for I/O, h11 for the protocol.
+
+The exporter polls IPS on an asyncio loop, and serves /metrics from the same loop so no locks
+are needed around the metric state. The standard library's servers are thread-based and have no
+defence against slow or idle clients, so this module adds what an exposed exporter needs:
+keep-alive with an idle limit, a deadline for the request head (slow-loris), a head size limit,
+a connection cap, TLS (optionally with client certificates) and exporter-toolkit basic auth.
+h11 does all the HTTP parsing and framing; this module only moves bytes and applies policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import h11
+
+from exporter.webconfig import REALM, BasicAuth
+
+log = logging.getLogger("exporter.httpserver")
+
+_READ_SIZE = 16 * 1024
+# After an error answer: how long and how much of the unread request to discard before closing.
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 1024 * 1024
+# Time a connection that is shutting down gets to finish the response it is writing.
+_CLOSE_GRACE = 0.5
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, body fully read."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]
+    body: bytes
+    client: tuple[str, int] | None
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a handler answers. An async iterator body is streamed as it is produced."""
+
+    status: int
+    body: bytes | AsyncIterator[bytes] = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Abort(Exception):
+    """The connection cannot go on (timeout, protocol error, peer gone): drop it."""
+
+
+@dataclass
+class _ConnState:
+    busy: bool = False
+
+
+class HttpServer:
+    """Serves `handler` on host:port until `close()`."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        basic_auth: BasicAuth | None = None,
+        auth_exempt_paths: frozenset[str] = frozenset(),
+        methods: frozenset[str] = frozenset({"GET", "HEAD"}),
+        max_header_bytes: int = 16 * 1024,
+        max_body_bytes: int = 0,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
+        max_connections: int = 512,
+    ) -> None:
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self._ssl_context = ssl_context
+        self._basic_auth = basic_auth
+        self._auth_exempt_paths = auth_exempt_paths
+        self._methods = methods
+        self._allow = ", ".join(sorted(methods))
+        self._max_header_bytes = max_header_bytes
+        self._max_body_bytes = max_body_bytes
+        self._header_timeout = header_timeout
+        self._idle_timeout = idle_timeout
+        self._max_connections = max_connections
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], _ConnState] = {}
+        self._closing = False
+
+    async def start(self) -> None:
+        """Bind and start accepting; port 0 picks a free port."""
+        self._server = await asyncio.start_server(self._on_connect, self._host, self._port, reuse_address=True)
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        log.info(
+            "listening on %s:%d (%s)",
+            self._host,
+            self._port,
+            "https" if self._ssl_context is not None else "http",
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one after `start()` with port 0)."""
+        return self._port
+
+    async def close(self) -> None:
+        """Stop accepting, let responses being written finish briefly, drop the rest."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for task, state in list(self._connections.items()):
+            if not state.busy:
+                task.cancel()
+        pending = set(self._connections)
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=_CLOSE_GRACE)
+            for task in still_running:
+                task.cancel()
+            if still_running:
+                await asyncio.wait(still_running, timeout=_CLOSE_GRACE)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_GRACE):
+                    await self._server.wait_closed()
+            self._server = None
+
+    # -- connection handling -------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is None or self._closing or len(self._connections) >= self._max_connections:
+            log.debug("connection refused: %d connections open", len(self._connections))
+            writer.transport.abort()
+            return
+        state = _ConnState()
+        self._connections[task] = state
+        try:
+            await self._serve_connection(reader, writer, state)
+        except (_Abort, ConnectionError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            # Only close() cancels; asyncio's stream callback would log a cancelled task.
+            pass
+        except Exception:
+            log.exception("unexpected error on an HTTP connection")
+        finally:
+            del self._connections[task]
+            await _shut(writer)
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _ConnState
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._header_timeout
+        client = _peer(writer)
+        if self._ssl_context is not None:
+            # TLS is started here rather than by start_server so that the connection cap applies
+            # before the handshake and handshake failures are ours to log.
+            try:
+                async with asyncio.timeout_at(deadline + 1):
+                    await writer.start_tls(self._ssl_context, ssl_handshake_timeout=self._header_timeout)
+            except (OSError, TimeoutError) as exc:
+                log.debug("TLS handshake with %s failed: %s", _fmt_client(client), exc)
+                return
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header_bytes)
+        first = True
+        while not self._closing:
+            request = await self._receive_head(conn, reader, writer, deadline if first else None)
+            if request is None:
+                return
+            first = False
+            state.busy = True
+            await self._respond(conn, reader, writer, request, client)
+            state.busy = False
+            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                conn.start_next_cycle()
+            else:
+                return
+
+    async def _receive_head(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        deadline: float | None,
+    ) -> h11.Request | None:
+        """The next request head, or None when the connection should close quietly.
+
+        `deadline` None means a kept-alive connection: it may idle for idle_timeout, then the
+        head must be complete header_timeout after its first bytes.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self._send_error(conn, reader, writer, exc.error_status_hint, str(exc))
+                return None
+            if isinstance(event, h11.Request):
+                if _head_size(event) > self._max_header_bytes:
+                    await self._send_error(conn, reader, writer, 431, "request head too large")
+                    return None
+                return event
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None
+            if deadline is None:
+                if conn.trailing_data[0]:
+                    deadline = loop.time() + self._header_timeout
+                else:
+                    try:
+                        async with asyncio.timeout(self._idle_timeout):
+                            data = await reader.read(_READ_SIZE)
+                    except TimeoutError:
+                        return None
+                    deadline = loop.time() + self._header_timeout
+                    conn.receive_data(data)
+                    continue
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await reader.read(_READ_SIZE)
+            except TimeoutError:
+                if conn.trailing_data[0]:
+                    await self._send_error(conn, reader, writer, 408, "request head not received in time")
+                return None
+            conn.receive_data(data)
+
+    async def _respond(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        event: h11.Request,
+        client: tuple[str, int] | None,
+    ) -> None:
+        method = event.method.decode("ascii")
+        head = method == "HEAD"
+        path, query = _split_target(event.target.decode("ascii"))
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in event.headers:
+            name = raw_name.decode("ascii")
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+
+        length = headers.get("content-length")
+        if length is not None and int(length) > self._max_body_bytes:
+            # h11 has checked the value is digits. Reading it anyway would be the attack.
+            await self._send_error(conn, reader, writer, 413, "request body too large", head_only=head)
+            return
+        body = await self._read_body(conn, reader, writer, head_only=head)
+        if body is None:
+            return
+
+        if (
+            self._basic_auth is not None
+            and path not in self._auth_exempt_paths
+            and not await asyncio.to_thread(self._basic_auth.check, headers.get("authorization"))
+        ):
+            response = Response(
+                401,
+                b"Unauthorized\n",
+                headers=(("www-authenticate", f'Basic realm="{REALM}"'),),
+            )
+        elif method not in self._methods:
+            response = Response(405, b"Method Not Allowed\n", headers=(("allow", self._allow),))
+        else:
+            request = Request(method, path, query, headers, body, client)
+            try:
+                response = await self._handler(request)
+            except Exception:
+                log.exception("handler failed for %s %s", method, path)
+                response = Response(500, b"Internal Server Error\n")
+        await self._send_response(conn, writer, response, head_only=head)
+
+    async def _read_body(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        head_only: bool,
+    ) -> bytes | None:
+        """The request body, or None after an error answer (the connection then closes)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._header_timeout
+        if conn.they_are_waiting_for_100_continue:
+            await self._write(writer, conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self._send_error(conn, reader, writer, exc.error_status_hint, str(exc), head_only=head_only)
+                return None
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self._max_body_bytes:
+                    await self._send_error(conn, reader, writer, 413, "request body too large", head_only=head_only)
+                    return None
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(chunks)
+            elif event is h11.NEED_DATA:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        data = await reader.read(_READ_SIZE)
+                except TimeoutError:
+                    await self._send_error(
+                        conn,
+                        reader,
+                        writer,
+                        408,
+                        "request body not received in time",
+                        head_only=head_only,
+                    )
+                    return None
+                conn.receive_data(data)
+            else:  # ConnectionClosed mid-body
+                return None
+
+    async def _send_response(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        response: Response,
+        *,
+        head_only: bool,
+    ) -> None:
+        body = response.body
+        names = {name.lower() for name, _ in response.headers}
+        headers: list[tuple[str, str]] = []
+        if "content-type" not in names:
+            headers.append(("content-type", response.content_type))
+        headers.append(("date", email.utils.formatdate(usegmt=True)))
+        if isinstance(body, bytes):
+            # The length of a bytes body is known; a handler's own framing headers would only
+            # be a chance to get it wrong.
+            headers.extend(
+                (n, v) for n, v in response.headers if n.lower() not in ("content-length", "transfer-encoding")
+            )
+            headers.append(("content-length", str(len(body))))
+        else:
+            headers.extend(response.headers)
+        if self._closing:
+            headers.append(("connection", "close"))
+        try:
+            await self._write(writer, conn.send(h11.Response(status_code=response.status, headers=headers)))
+            if isinstance(body, bytes):
+                if body and not head_only:
+                    await self._write(writer, conn.send(h11.Data(data=body)))
+            elif head_only:
+                await _close_iterator(body)
+            else:
+                await self._stream(conn, writer, body)
+            await self._write(writer, conn.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError as exc:
+            log.error("cannot send response %d: %s", response.status, exc)
+            raise _Abort from exc
+
+    async def _stream(self, conn: h11.Connection, writer: asyncio.StreamWriter, body: AsyncIterator[bytes]) -> None:
+        try:
+            async for chunk in body:
+                if chunk:
+                    await self._write(writer, conn.send(h11.Data(data=chunk)))
+        except (_Abort, h11.LocalProtocolError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            # The status line is gone already: all that can be said is to cut the response.
+            log.exception("response body failed while streaming")
+            raise _Abort from exc
+        finally:
+            await _close_iterator(body)
+
+    async def _send_error(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        status: int,
+        reason: str,
+        *,
+        head_only: bool = False,
+    ) -> None:
+        """Answer a broken request with `status` and make the connection close."""
+        log.debug("answering %d: %s", status, reason)
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = f"{_PHRASES.get(status, 'Error')}\n".encode()
+        headers = [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("content-length", str(len(body))),
+            ("connection", "close"),
+        ]
+        try:
+            await self._write(writer, conn.send(h11.Response(status_code=status, headers=headers)))
+            if not head_only:
+                await self._write(writer, conn.send(h11.Data(data=body)))
+            await self._write(writer, conn.send(h11.EndOfMessage()))
+        except (h11.LocalProtocolError, _Abort, ConnectionError):
+            return
+        # Closing with unread request bytes makes the kernel send a reset, which can destroy
+        # the answer before the client reads it: signal the end, then discard what is in flight.
+        with contextlib.suppress(OSError, RuntimeError):
+            if writer.can_write_eof():
+                writer.write_eof()
+        discarded = 0
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(min(_LINGER_SECONDS, self._header_timeout)):
+                while discarded < _LINGER_BYTES:
+                    data = await reader.read(_READ_SIZE)
+                    if not data:
+                        break
+                    discarded += len(data)
+
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes | None) -> None:
+        if not data:
+            return
+        writer.write(data)
+        try:
+            # A client that stops reading would otherwise hold the connection for ever.
+            async with asyncio.timeout(self._idle_timeout):
+                await writer.drain()
+        except (TimeoutError, ConnectionError) as exc:
+            raise _Abort from exc
+
+
+_PHRASES = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+}
+
+
+async def _shut(writer: asyncio.StreamWriter) -> None:
+    """Close politely so buffered response bytes go out, but never wait long for it."""
+    writer.close()
+    # Cancellation is swallowed too: this runs at the end of a connection's own task.
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    writer.transport.abort()
+
+
+async def _close_iterator(body: AsyncIterator[bytes]) -> None:
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+def _head_size(event: h11.Request) -> int:
+    # Roughly the bytes on the wire. h11's own limit only fires while a head is incomplete,
+    # so a large head that arrives in one read would otherwise slip through.
+    size = len(event.method) + len(event.target) + 12
+    for name, value in event.headers:
+        size += len(name) + len(value) + 4
+    return size
+
+
+def _split_target(target: str) -> tuple[str, dict[str, list[str]]]:
+    if target.startswith("/"):
+        raw_path, _, raw_query = target.partition("?")
+    else:  # absolute-form (proxies) or "*"
+        parts = urllib.parse.urlsplit(target)
+        raw_path, raw_query = parts.path or "/", parts.query
+    return (
+        urllib.parse.unquote(raw_path),
+        urllib.parse.parse_qs(raw_query, keep_blank_values=True),
+    )
+
+
+def _peer(writer: asyncio.StreamWriter) -> tuple[str, int] | None:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return None
+
+
+def _fmt_client(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "unknown client"
