@@ -25,6 +25,7 @@ from exporter.snapshot import State, Store
 
 # Level 1 costs a fifth of level 9 here for bodies about a third larger: scrapes are on a LAN.
 GZIP_LEVEL = 1
+MAX_VARIANTS = 8
 
 
 Encoder = Callable[[CollectorRegistry], bytes]
@@ -56,7 +57,11 @@ _ENCODERS: dict[str, Encoder] = {
 def negotiate(accept: str | None, accept_encoding: str | None) -> Variant:
     """The variant a scraper asked for, chosen as prometheus-client chooses it."""
     encoder, content_type = text_format.choose_encoder(accept or "")
-    _ENCODERS.setdefault(content_type, encoder)
+    if content_type not in _ENCODERS:
+        if len(_ENCODERS) >= MAX_VARIANTS:  # the version comes from the client: bound what it can make us keep
+            content_type = TEXT_0_0_4
+        else:
+            _ENCODERS[content_type] = encoder
     wants_gzip = "gzip" in (accept_encoding or "").lower()
     return Variant(content_type, wants_gzip)
 
@@ -92,32 +97,56 @@ class Exposition:
 
     def render(self, state: State, variant: Variant, now: float, names: Sequence[str] = ()) -> bytes:
         """Encode `state` (optionally only the families in `names`); CPU-bound."""
+        return self._render_many(state, [variant], now, names)[variant]
+
+    def _render_many(
+        self, state: State, variants: Sequence[Variant], now: float, names: Sequence[str] = ()
+    ) -> dict[Variant, bytes]:
+        """Encode once per content type, compress for the gzip variants."""
         registry = self.registry(state, now)
         source = registry.restricted_registry(names) if names else registry
-        body = _ENCODERS[variant.content_type](source)
-        return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0) if variant.gzip else body
+        rendered = {}
+        for content_type in {variant.content_type for variant in variants}:
+            plain = _ENCODERS[content_type](source)
+            for variant in variants:
+                if variant.content_type == content_type:
+                    rendered[variant] = (
+                        gzip.compress(plain, compresslevel=GZIP_LEVEL, mtime=0) if variant.gzip else plain
+                    )
+        return rendered
+
+    def _current(self, variant: Variant, state: State, stale: frozenset[str]) -> bytes | None:
+        cached = self._cache.get(variant)
+        if cached is not None and cached.generation == state.generation and cached.stale == stale:
+            return cached.body
+        return None
 
     async def body(self, variant: Variant, names: Sequence[str] = ()) -> bytes:
         """The bytes for a scrape: from the cache, else rendered now (in a thread)."""
+        now = self.clock()
         if names:
-            now = self.clock()
             return await asyncio.to_thread(self.render, self.store.state, variant, now, names)
         self._wanted.add(variant)
-        cached = self._cache.get(variant)
         state = self.store.state
-        now = self.clock()
-        if cached is not None and cached.generation == state.generation and cached.stale == self._stale(state, now):
-            return cached.body
-        async with self._lock:
-            cached = self._cache.get(variant)
-            state = self.store.state
-            stale = self._stale(state, now)
-            if cached is None or cached.generation != state.generation or cached.stale != stale:
-                body = await asyncio.to_thread(self.render, state, variant, now)
-                cached = self._cache[variant] = Rendered(state.generation, stale, body)
-            return cached.body
+        body = self._current(variant, state, self._stale(state, now))
+        if body is not None:
+            return body
+        await self._render_wanted()
+        return self._cache[variant].body
 
     async def refresh(self) -> None:
         """Render the variants scrapers use for the current State, so they need not wait."""
-        for variant in list(self._wanted):
-            await self.body(variant)
+        if self._wanted:
+            await self._render_wanted()
+
+    async def _render_wanted(self) -> None:
+        async with self._lock:  # one render at a time; a waiter finds the work done
+            now = self.clock()
+            state = self.store.state
+            stale = self._stale(state, now)
+            todo = [v for v in self._wanted if self._current(v, state, stale) is None]
+            if not todo:
+                return
+            rendered = await asyncio.to_thread(self._render_many, state, todo, now)
+            for variant, body in rendered.items():
+                self._cache[variant] = Rendered(state.generation, stale, body)
