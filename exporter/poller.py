@@ -30,6 +30,7 @@ from exporter.snapshot import CompanySnapshot, CompanyTarget, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+WAITING_JOBS_SINCE = "2014-04-03"
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,8 @@ class Poller:
             self._running.add(task)
         try:
             await poll(target)
+        except asyncio.CancelledError:  # stop() cancels polls under way: not an error
+            log.debug("poll of company %r cancelled", target.label)
         finally:
             if task is not None:
                 self._running.discard(task)
@@ -211,8 +214,12 @@ class Poller:
     async def _poll_company(self, target: CompanyTarget) -> None:
         client = self.accounts[target.account].client
         started_wall = time.time()
+        # Jobs waiting for a client or the coordinator are listed only when asked for; the
+        # element exists from the 2014-04-03 schema on.
+        waiting = True if client.api_version >= WAITING_JOBS_SINCE else None
         outcome = await self._timed(
-            target, lambda: client.get_active_jobs(target.handle, keep_items=False)
+            target,
+            lambda: client.get_active_jobs(target.handle, include_waiting_jobs=waiting, keep_items=False),
         )
         if outcome is None:
             return

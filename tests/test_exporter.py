@@ -1,0 +1,380 @@
+"""The whole exporter in-process against the simulator over real HTTP: polling, metrics, and
+every upstream failure the reliability table names, with /metrics answering through all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.app import Exporter
+from exporter.client import IpsClient
+from exporter.config import AccountConfig, PollConfig, Settings, WebSection
+from exporter.exposition import TEXT_0_0_4, Exposition, Variant
+from exporter.simulator import SimulatorConfig, SimulatorServer
+from exporter.snapshot import CompanySnapshot, CompanyTarget, Store
+
+GOLDEN = Path(__file__).parent / "data" / "golden.prom"
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class Clock:
+    """A clock the test steps by hand."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def step(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@contextlib.asynccontextmanager
+async def simulated(clock: Callable[[], datetime] | None = None, **config: Any) -> AsyncIterator[SimulatorServer]:
+    config.setdefault("jobs", 15)
+    config.setdefault("seed", 7)
+    async with SimulatorServer(SimulatorConfig(**config), clock=clock) as server:
+        yield server
+
+
+def settings_for(endpoint: str, *, interval: float = 0.5, timeout: float = 0.4, max_age: float | None = None,
+                 **account: Any) -> Settings:
+    return Settings(
+        accounts=[AccountConfig(name="test", endpoint=endpoint, user="demo@example.com", password="demo",  # type: ignore[arg-type]
+                                **account)],
+        poll=PollConfig(interval=interval, timeout=timeout, max_age=max_age),
+        web=WebSection(listen_address="127.0.0.1:0"),
+    )
+
+
+@contextlib.asynccontextmanager
+async def exporting(settings: Settings) -> AsyncIterator[Exporter]:
+    exporter = Exporter(settings)
+    await exporter.start()
+    try:
+        yield exporter
+    finally:
+        await exporter.stop()
+
+
+async def get(exporter: Exporter, path: str = "/metrics", **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.get(f"http://127.0.0.1:{exporter.port}{path}", headers=headers)
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+async def scrape(exporter: Exporter) -> Samples:
+    response = await get(exporter)
+    assert response.status_code == 200
+    return parse(response.text)
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def by_company(samples: Samples, name: str) -> dict[str, float]:
+    return {dict(labels)["company"]: v for (metric, labels), v in samples.items() if metric == name}
+
+
+async def eventually(check: Callable[[Samples], bool], exporter: Exporter, timeout: float = 10.0) -> Samples:
+    """Scrape until `check` holds; the last scrape on timeout is shown."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        samples = await scrape(exporter)
+        if check(samples):
+            return samples
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; up={by_company(samples, 'scene7_up')}, "
+                                 f"errors={ {k: v for k, v in samples.items() if k[0] == 'scene7_poll_errors_total' and v} }")
+        await asyncio.sleep(0.1)
+
+
+def errors(samples: Samples, reason: str) -> float:
+    return sum(v for (m, labels), v in samples.items() if m == "scene7_poll_errors_total" and ("reason", reason) in labels)
+
+
+def all_up(samples: Samples) -> bool:
+    ups = by_company(samples, "scene7_up")
+    return bool(ups) and all(v == 1 for v in ups.values())
+
+
+def all_down(samples: Samples) -> bool:
+    ups = by_company(samples, "scene7_up")
+    return bool(ups) and all(v == 0 for v in ups.values())
+
+
+# -- the metrics ------------------------------------------------------------------------------
+
+
+async def test_golden_exposition_from_a_fixed_simulator_state():
+    clock = Clock(datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
+    async with simulated(clock, jobs=12, seed=11) as sim:
+        store = Store()
+        async with IpsClient(sim.url, "demo@example.com", "demo") as client:
+            for membership in await client.get_company_memberships():
+                company = membership.company
+                result = await client.get_active_jobs(company.company_handle, include_waiting_jobs=True,
+                                                      keep_items=False)
+                target = CompanyTarget("test", company.company_handle, company.name)
+                store.put(CompanySnapshot(target).after_success(
+                    result.jobs, at=clock.now.timestamp(), duration=0.25, invalid_records=0))
+    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(TEXT_0_0_4, False),
+                                                              clock.now.timestamp()).decode()
+    text = re.sub(r'python_version="[^"]*"', 'python_version="X"', text)
+    text = re.sub(r'scene7_exporter_build_info\{version="[^"]*"', 'scene7_exporter_build_info{version="X"', text)
+    if os.environ.get("SCENE7_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "exposition changed; SCENE7_UPDATE_GOLDEN=1 rewrites tests/data/golden.prom"
+    # The fixed state shows every task state somewhere.
+    states = {dict(k[1])["state"] for k, v in parse(text).items() if k[0] == "scene7_task_state" and v == 1}
+    assert states == {"Unknown", "New", "Processing", "Stopping", "Done", "Failed"}
+
+
+async def test_scrape_serves_every_company_and_answers_every_format():
+    async with simulated() as sim, exporting(settings_for(sim.url)) as exporter:
+        samples = await eventually(all_up, exporter)
+        assert set(by_company(samples, "scene7_up")) == {c.name for c in sim.world.companies}
+        plain = await get(exporter, **{"Accept-Encoding": "identity"})
+        assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert "content-encoding" not in plain.headers
+        om = await get(exporter, Accept="application/openmetrics-text; version=1.0.0", **{"Accept-Encoding": "gzip"})
+        assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+        assert om.headers["content-encoding"] == "gzip" and om.text.endswith("# EOF\n")
+        only = await get(exporter, "/metrics?name[]=scene7_up")
+        assert {line.split("{")[0] for line in only.text.splitlines() if not line.startswith("#")} == {"scene7_up"}
+        assert (await get(exporter, "/healthz")).status_code == 200
+        assert (await get(exporter, "/readyz")).status_code == 200
+        landing = await get(exporter, "/")
+        assert "Bits &amp; &quot;Bytes&quot; &lt;EU&gt;" in landing.text and "/metrics" in landing.text
+        assert (await get(exporter, "/nope")).status_code == 404
+
+
+async def test_a_job_that_ends_disappears_from_the_next_scrape():
+    clock = Clock(datetime.now(UTC))
+    async with simulated(clock, time_scale=30.0) as sim, exporting(settings_for(sim.url)) as exporter:
+        before = await eventually(all_up, exporter)
+        names_before = {dict(k[1])["job_name"] for k in before if k[0] == "scene7_job_info"}
+        polls = sum(by_company(before, "scene7_polls_total").values())
+        clock.step(6 * 3600)  # every job of then has finished and left by now
+        companies = len(sim.world.companies)
+        # Two polls of every company later, the (frozen) world has been read since the step.
+        after = await eventually(lambda s: sum(by_company(s, "scene7_polls_total").values()) >= polls + 2 * companies
+                                 and all_up(s), exporter)
+        names_now = {job.name for job in sim.world.active_jobs(include_waiting=True)}
+        assert {dict(k[1])["job_name"] for k in after if k[0] == "scene7_job_info"} == names_now
+        names_after = {dict(k[1])["job_name"] for k in after if k[0] == "scene7_job_info"}
+        assert names_before - names_after, "no job ended"
+        gone = next(iter(names_before - names_after))
+        assert not any(dict(k[1]).get("job_name") == gone for k in after)
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def test_ips_unreachable_gives_connection_and_the_endpoint_keeps_serving():
+    with contextlib.closing(__import__("socket").socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        async with exporting(settings_for(f"http://127.0.0.1:{port}/x")) as exporter:
+            samples = await eventually(lambda s: errors(s, "connection") >= 2, exporter)
+            assert by_company(samples, "scene7_up") == {"test": 0}
+            assert (await get(exporter, "/healthz")).status_code == 200
+
+
+async def test_dns_failure_is_a_connection_error():
+    async with exporting(settings_for("http://ips.invalid/scene7/services/IpsApiService", interval=1.0,
+                                      timeout=0.8)) as exporter:
+        await eventually(lambda s: errors(s, "connection") >= 1, exporter)
+
+
+async def test_slow_ips_is_cancelled_at_the_timeout_and_never_stacked():
+    async with simulated() as sim, exporting(settings_for(sim.url)) as exporter:
+        await eventually(all_up, exporter)
+        sim.faults.set(kind="latency", latency=2.0, operation="getActiveJobs")
+        samples = await eventually(lambda s: errors(s, "timeout") >= 6, exporter)
+        assert errors(samples, "skipped") == 0
+        durations = by_company(samples, "scene7_poll_duration_seconds")
+        assert all(0.35 <= d < 0.6 for d in durations.values()), durations
+        assert all_down(samples)
+        sim.faults.clear()
+        await eventually(all_up, exporter)
+
+
+@pytest.mark.parametrize("plan", [{"kind": "http_status", "status": 503}, {"kind": "http_status", "status": 500},
+                                  {"kind": "reset"}])
+async def test_http_errors_are_retried_within_the_deadline(plan):
+    async with simulated() as sim, exporting(settings_for(sim.url, interval=2.0, timeout=1.8)) as exporter:
+        await eventually(all_up, exporter)
+        polls = sum(by_company(await scrape(exporter), "scene7_polls_total").values())
+        sim.faults.set(operation="getActiveJobs", **plan)
+        reason = "connection" if plan["kind"] == "reset" else "http"
+        samples = await eventually(lambda s: errors(s, reason) >= 3, exporter, timeout=15)
+        polled = sum(by_company(samples, "scene7_polls_total").values()) - polls
+        assert sim.faults.injected > polled, "no request was retried"
+
+
+async def test_authentication_fault_logs_once_and_never_retries(caplog):
+    caplog.set_level(logging.DEBUG, logger="exporter")
+    async with simulated(companies=1) as sim, exporting(settings_for(sim.url)) as exporter:
+        await eventually(all_up, exporter)
+        sim.faults.set(kind="authentication")
+        samples = await eventually(lambda s: errors(s, "authentication") >= 4, exporter)
+        assert sim.faults.injected <= errors(samples, "authentication") + 1  # one request per poll
+        sim.faults.clear()
+        await eventually(all_up, exporter)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "authentication" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "10001" in warnings[0].getMessage()
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+    assert "demo" not in " ".join(r.getMessage() for r in caplog.records if "password" in r.getMessage())
+
+
+async def test_authorization_fault_on_one_company_leaves_the_others_up():
+    async with simulated() as sim, exporting(settings_for(sim.url)) as exporter:
+        await eventually(all_up, exporter)
+        victim = sim.world.companies[0]
+        sim.faults.set(kind="authorization", company=victim.handle)
+        samples = await eventually(lambda s: by_company(s, "scene7_up").get(victim.name) == 0
+                                   and errors(s, "authorization") >= 2, exporter)
+        ups = by_company(samples, "scene7_up")
+        assert all(v == 1 for name, v in ups.items() if name != victim.name)
+        jobs = by_company(samples, "scene7_active_jobs")
+        assert all(name in jobs for name in ups if name != victim.name)
+
+
+@pytest.mark.parametrize(
+    ("plan", "reason"),
+    [
+        ({"kind": "malformed"}, "malformed"),
+        ({"kind": "truncated"}, "malformed"),
+        ({"kind": "entity_bomb"}, "malformed"),
+        ({"kind": "xxe"}, "malformed"),
+        ({"kind": "html_200"}, "malformed"),
+        ({"kind": "api"}, "api_fault"),
+        ({"kind": "oversized", "size": 50_000_000}, "oversized"),
+    ],
+)
+async def test_bad_answers_give_their_reason_and_memory_stays_bounded(plan, reason):
+    async with simulated() as sim:
+        settings = settings_for(sim.url, interval=1.0, timeout=0.9, max_response_size=2_000_000)
+        async with exporting(settings) as exporter:
+            await eventually(all_up, exporter)
+            sim.faults.set(operation="getActiveJobs", **plan)
+            await eventually(lambda s: errors(s, reason) >= 2 and all_down(s), exporter, timeout=15)
+            sim.faults.clear()
+            await eventually(all_up, exporter)
+
+
+async def test_one_invalid_record_is_skipped_and_the_rest_exported():
+    async with simulated(companies=1) as sim, exporting(settings_for(sim.url)) as exporter:
+        before = await eventually(all_up, exporter)
+        jobs_before = sum(by_company(before, "scene7_active_jobs").values())
+        sim.faults.set(kind="invalid_record")
+        samples = await eventually(lambda s: sum(by_company(s, "scene7_invalid_records_total").values()) >= 1,
+                                   exporter)
+        assert all_up(samples)
+        assert sum(by_company(samples, "scene7_active_jobs").values()) >= min(jobs_before, 2) - 1
+
+
+async def test_recovery_brings_series_back_without_restart():
+    async with simulated() as sim, exporting(settings_for(sim.url, max_age=1.0)) as exporter:
+        await eventually(all_up, exporter)
+        sim.faults.set(kind="http_status", status=502)
+        stale = await eventually(lambda s: all_down(s) and not by_company(s, "scene7_active_jobs"), exporter)
+        assert not any(k[0] == "scene7_task_items" for k in stale), "stale per-job series were served"
+        assert by_company(stale, "scene7_polls_total")  # health series stay
+        sim.faults.clear()
+        back = await eventually(lambda s: all_up(s) and bool(by_company(s, "scene7_active_jobs")), exporter)
+        assert any(k[0] == "scene7_task_items" for k in back)
+
+
+async def test_concurrent_scrapes_never_see_half_a_poll():
+    async with simulated(time_scale=600.0, jobs=20) as sim, \
+            exporting(settings_for(sim.url, interval=0.3, timeout=0.25)) as exporter:
+        await eventually(all_up, exporter)
+        checked = 0
+
+        async def scraper() -> None:
+            nonlocal checked
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 3.0
+            async with httpx.AsyncClient() as client:
+                while loop.time() < end:
+                    response = await client.get(f"http://127.0.0.1:{exporter.port}/metrics")
+                    samples = parse(response.text)
+                    for company, active in by_company(samples, "scene7_active_jobs").items():
+                        infos = [k for k in samples if k[0] == "scene7_job_info" and dict(k[1])["company"] == company]
+                        ratios = [k for k in samples if k[0] == "scene7_task_progress_ratio"
+                                  and dict(k[1])["company"] == company]
+                        tasks = sum(v for k, v in samples.items() if k[0] == "scene7_tasks"
+                                    and dict(k[1])["company"] == company)
+                        assert active == len(infos) and tasks == len(ratios), company
+                    checked += 1
+
+        polls_before = sum(by_company(await scrape(exporter), "scene7_polls_total").values())
+        await asyncio.gather(*(scraper() for _ in range(8)))
+        polls = sum(by_company(await scrape(exporter), "scene7_polls_total").values()) - polls_before
+        assert checked > 20 and polls >= 3 * len(sim.world.companies)
+
+
+async def test_ips_calls_do_not_depend_on_the_number_of_scrapers():
+    async with simulated() as sim, exporting(settings_for(sim.url, interval=0.5, timeout=0.4)) as exporter:
+        await eventually(all_up, exporter)
+
+        async def count_polls(scrapers: int) -> float:
+            before = sum(by_company(await scrape(exporter), "scene7_polls_total").values())
+
+            async def hammer() -> None:
+                async with httpx.AsyncClient() as client:
+                    end = asyncio.get_running_loop().time() + 2.0
+                    while asyncio.get_running_loop().time() < end:
+                        await client.get(f"http://127.0.0.1:{exporter.port}/metrics")
+
+            if scrapers:
+                await asyncio.gather(*(hammer() for _ in range(scrapers)))
+            else:
+                await asyncio.sleep(2.0)
+            return sum(by_company(await scrape(exporter), "scene7_polls_total").values()) - before
+
+        quiet, busy = await count_polls(0), await count_polls(20)
+        assert abs(busy - quiet) <= len(sim.world.companies) + 1, (quiet, busy)
+
+
+async def test_readyz_waits_for_the_first_poll_attempt():
+    async with simulated() as sim:
+        sim.faults.set(kind="latency", latency=3.0)
+        async with exporting(settings_for(sim.url, interval=2.0, timeout=1.5)) as exporter:
+            assert (await get(exporter, "/readyz")).status_code == 503
+            assert (await get(exporter, "/healthz")).status_code == 200
+            await eventually(lambda s: errors(s, "timeout") >= 1, exporter)
+            assert (await get(exporter, "/readyz")).status_code == 200
+
+
+async def test_explicit_companies_by_handle_or_name_and_unknown_ones():
+    async with simulated() as sim:
+        first, second = sim.world.companies[0], sim.world.companies[1]
+        settings = settings_for(sim.url, companies=[first.handle, second.name, "no-such-company"])
+        async with exporting(settings) as exporter:
+            samples = await eventually(all_up, exporter)
+            assert set(by_company(samples, "scene7_up")) == {first.name, second.name}
