@@ -1,0 +1,836 @@
+"""The simulator's SOAP layer: reads IPS requests, writes IPS answers. No sockets here.
+
+Requests are untrusted: `exporter.soap.PrologGuard` refuses any DTD before lxml sees the body,
+and lxml parses without entities, DTDs or network. Answers come out of lxml only, in the SOAP
+version and API namespace of the request, with the element order of the reference schema.
+
+A getActiveJobs answer can hold 10,000 jobs and a million elements. Building that many lxml
+elements from Python takes seconds; serializing them takes a fraction of one. So the responder
+keeps one lxml tree per job and API namespace, rewrites only the texts that changed since the
+last answer (item entries only for tasks whose items moved), and lets `etree.xmlfile` serialize
+the trees into chunks the server streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import hmac
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import cast
+
+from lxml import etree
+
+from exporter.simulator.world import (
+    DETAIL_ELEMENT_NAMES,
+    DETAIL_ELEMENTS,
+    DETAIL_FIELD_NAMES,
+    JOB_STATES,
+    Company,
+    ItemRow,
+    Job,
+    JobNotFound,
+    JobStatus,
+    TaskStatus,
+    World,
+    state_counts,
+)
+from exporter.soap import (
+    FIRST_VERSION_WITH_TASK_STATE,
+    IPS_COMMON_NS,
+    IPS_VERSIONED_PREFIX,
+    SOAP11_CONTENT_TYPE,
+    SOAP11_ENV,
+    SOAP12_ENV,
+    SOAP_ENVELOPES,
+    ForbiddenXML,
+    PrologGuard,
+    api_namespace,
+    hardened_pull_parser,
+    is_ips_namespace,
+    local_name,
+    split_tag,
+)
+
+SOAP12_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
+OPERATIONS = frozenset(
+    {
+        "getCompanyMembership",
+        "getCompanyInfo",
+        "getActiveJobs",
+        "stopJob",
+        "pauseJob",
+        "resumeJob",
+    }
+)
+FAULT_STRINGS = {
+    "authenticationFault": "AuthenticationException",
+    "authorizationFault": "AuthorizationException",
+    "ipsApiFault": "ipsApiFault",
+}
+CHUNK_BYTES = 64 * 1024
+_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TREE_NAMESPACES = 2  # job trees are kept for this many API namespaces at a time
+
+
+def content_type_of(envelope: str) -> str:
+    return SOAP12_CONTENT_TYPE if envelope == SOAP12_ENV else SOAP11_CONTENT_TYPE
+
+
+def api_version_of(namespace: str | None) -> str | None:
+    """`2014-04-03` of `http://www.scene7.com/IpsApi/xsd/2014-04-03`; None if not versioned."""
+    if namespace is None or not namespace.startswith(IPS_VERSIONED_PREFIX):
+        return None
+    version = namespace[len(IPS_VERSIONED_PREFIX) :]
+    return version if _VERSION.match(version) else None
+
+
+def has_task_state(api_version: str) -> bool:
+    """taskState and triggerTime exist from API 2012-02-14 (IPS 6.0) on."""
+    return api_version[:10] >= FIRST_VERSION_WITH_TASK_STATE
+
+
+@dataclass(frozen=True)
+class SoapFault:
+    """An IPS fault: `element` is authenticationFault, authorizationFault or ipsApiFault."""
+
+    element: str
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SoapRequest:
+    envelope: str
+    operation: str
+    namespace: str
+    api_version: str
+    params: dict[str, str]
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    fault_http_status: int | None = None
+    gzip_response: bool | None = None
+
+
+class RequestError(Exception):
+    """The request cannot be read; answered with an ipsApiFault."""
+
+    def __init__(self, envelope: str, fault: SoapFault) -> None:
+        super().__init__(fault.reason)
+        self.envelope = envelope
+        self.fault = fault
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A SOAP answer: HTTP status, body in chunks, content type."""
+
+    status: int
+    chunks: list[bytes]
+    content_type: str
+
+    @property
+    def size(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks)
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+# -- reading requests ------------------------------------------------------------------------
+
+
+def parse_request(body: bytes, content_type: str | None = None) -> SoapRequest:
+    """The operation, parameters and credentials of a SOAP request; RequestError if unreadable."""
+    envelope = SOAP12_ENV if "application/soap+xml" in (content_type or "").lower() else SOAP11_ENV
+
+    def invalid(reason: str) -> RequestError:
+        return RequestError(envelope, SoapFault("ipsApiFault", 30003, reason))
+
+    guard = PrologGuard()
+    try:
+        guard.feed(body)
+    except ForbiddenXML as exc:
+        raise invalid(str(exc)) from None
+    except ValueError:
+        raise invalid("Invalid request XML") from None
+    parser = hardened_pull_parser()
+    try:
+        parser.feed(body)
+        root = parser.close()
+    except etree.XMLSyntaxError:
+        raise invalid("Invalid request XML") from None
+    env_ns, env_local = split_tag(root.tag)
+    if env_local != "Envelope" or env_ns not in SOAP_ENVELOPES:
+        raise invalid("Not a SOAP envelope")
+    envelope = env_ns
+    header = soap_body = None
+    for child in root:
+        namespace, name = split_tag(child.tag) if isinstance(child.tag, str) else (None, "")
+        if namespace == envelope and name == "Header":
+            header = child
+        elif namespace == envelope and name == "Body":
+            soap_body = child
+    operation_el = next((c for c in (soap_body if soap_body is not None else ()) if isinstance(c.tag, str)), None)
+    if operation_el is None:
+        raise invalid("SOAP body without an operation")
+    namespace, name = split_tag(operation_el.tag)
+    api_version = api_version_of(namespace)
+    if api_version is None or namespace is None:
+        raise invalid(f"Unknown API namespace: {namespace}")
+    if not name.endswith("Param") or name[: -len("Param")] not in OPERATIONS:
+        raise invalid(f"Unsupported operation: {name}")
+    params = {
+        local_name(child.tag): child.text or ""
+        for child in operation_el
+        if isinstance(child.tag, str) and split_tag(child.tag)[0] == namespace
+    }
+    auth: dict[str, str] = {}
+    if header is not None:
+        for child in header:
+            tag_ns = split_tag(child.tag)[0] if isinstance(child.tag, str) else None
+            if local_name(child.tag) == "authHeader" and is_ips_namespace(tag_ns):
+                auth = {local_name(c.tag): c.text or "" for c in child if isinstance(c.tag, str)}
+    return SoapRequest(
+        envelope=envelope,
+        operation=name[: -len("Param")],
+        namespace=namespace,
+        api_version=api_version,
+        params=params,
+        user=auth.get("user"),
+        password=auth.get("password"),
+        fault_http_status=_status_code(auth.get("faultHttpStatusCode")),
+        gzip_response=_boolean(auth.get("gzipResponse")),
+    )
+
+
+def _status_code(text: str | None) -> int | None:
+    if text is None or not text.strip().isdigit():
+        return None
+    code = int(text)
+    return code if 100 <= code <= 599 else None
+
+
+def _boolean(text: str | None) -> bool | None:
+    value = (text or "").strip()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    return None
+
+
+# -- writing answers -------------------------------------------------------------------------
+
+
+class TimestampFormatter:
+    """xs:dateTime with milliseconds and a fixed offset, as IPS writes them."""
+
+    def __init__(self, tz: timezone) -> None:
+        self._tz = tz
+        minutes = round((tz.utcoffset(None) or timedelta(0)).total_seconds() / 60)
+        sign = "-" if minutes < 0 else "+"
+        hours, minutes = divmod(abs(minutes), 60)
+        self._suffix = "Z" if hours == minutes == 0 else f"{sign}{hours:02d}:{minutes:02d}"
+        self._seconds: dict[int, str] = {}
+        self._last = float("nan")
+        self._last_text = ""
+
+    def __call__(self, timestamp: float) -> str:
+        if timestamp == self._last:  # runs of equal times are common (items still waiting)
+            return self._last_text
+        seconds, millis = divmod(round(timestamp * 1000), 1000)
+        prefix = self._seconds.get(seconds)
+        if prefix is None:
+            if len(self._seconds) > 500_000:
+                self._seconds.clear()
+            stamp = datetime.fromtimestamp(seconds, self._tz)
+            prefix = self._seconds[seconds] = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+        self._last = timestamp
+        self._last_text = text = f"{prefix}.{millis:03d}{self._suffix}"
+        return text
+
+
+def format_double(value: float) -> str:
+    """xs:double as IPS writes it: `1.0`, `0.0`, `0.35`."""
+    if value == 0.0:
+        return "0.0"
+    if value == 1.0:
+        return "1.0"
+    return repr(round(value, 4))
+
+
+def _text(value: str) -> str | None:
+    # An empty string serializes as <x></x>; IPS writes empty elements as <x/>.
+    return value or None
+
+
+def default_nsmap(namespace: str) -> Mapping[str, str]:
+    """An nsmap making `namespace` the default (lxml-stubs do not admit the None key)."""
+    return cast("Mapping[str, str]", {None: namespace})
+
+
+def envelope_tree(envelope: str) -> tuple[etree._Element, etree._Element]:
+    """A SOAP envelope and its Body."""
+    root = etree.Element(f"{{{envelope}}}Envelope", nsmap={"soapenv": envelope})
+    return root, etree.SubElement(root, f"{{{envelope}}}Body")
+
+
+def serialize(root: etree._Element) -> bytes:
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def fault_document(envelope: str, fault: SoapFault) -> bytes:
+    """A SOAP 1.1 or 1.2 fault whose detail holds the IPS fault in the common namespace."""
+    root, body = envelope_tree(envelope)
+    fault_el = etree.SubElement(body, f"{{{envelope}}}Fault")
+    faultstring = FAULT_STRINGS.get(fault.element, fault.element)
+    if envelope == SOAP12_ENV:
+        code = etree.SubElement(fault_el, f"{{{envelope}}}Code")
+        etree.SubElement(code, f"{{{envelope}}}Value").text = "soapenv:Receiver"
+        reason = etree.SubElement(fault_el, f"{{{envelope}}}Reason")
+        text = etree.SubElement(reason, f"{{{envelope}}}Text")
+        text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+        text.text = faultstring
+        detail = etree.SubElement(fault_el, f"{{{envelope}}}Detail")
+    else:
+        etree.SubElement(fault_el, "faultcode").text = "soapenv:Server"
+        etree.SubElement(fault_el, "faultstring").text = faultstring
+        detail = etree.SubElement(fault_el, "detail")
+    ips = etree.SubElement(detail, f"{{{IPS_COMMON_NS}}}{fault.element}", nsmap={"tns": IPS_COMMON_NS})
+    etree.SubElement(ips, f"{{{IPS_COMMON_NS}}}code").text = str(fault.code)
+    etree.SubElement(ips, f"{{{IPS_COMMON_NS}}}reason").text = fault.reason
+    return serialize(root)
+
+
+def fault_answer(envelope: str, fault: SoapFault, status: int = 500) -> Answer:
+    return Answer(status, [fault_document(envelope, fault)], content_type_of(envelope))
+
+
+class _ChunkSink:
+    """File-like target of `etree.xmlfile` that collects the output in chunks."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= CHUNK_BYTES:
+            self.take()
+
+    def take(self) -> None:
+        if self._parts:
+            self.chunks.append(b"".join(self._parts))
+            self._parts.clear()
+            self._size = 0
+
+
+_TAG_NAMES = (
+    "holder",
+    "items",
+    "companyHandle",
+    "jobHandle",
+    "name",
+    "originalName",
+    "type",
+    "state",
+    "submitUserEmail",
+    "locale",
+    "description",
+    "serverName",
+    "startDate",
+    "triggerTime",
+    "totalSize",
+    "progress",
+    "progressMessage",
+    "lastProgressUpdate",
+    "taskProgressArray",
+    "taskType",
+    "taskState",
+    "numProcessed",
+    "numProcessing",
+    "numPending",
+    "taskItemProgressArray",
+    "itemName",
+    "getActiveJobsReturn",
+    "jobArray",
+    "membershipArray",
+    "company",
+    "companyInfo",
+    "rootPath",
+    "expires",
+    "imsOrgId",
+    "role",
+    "isActive",
+)
+
+
+def _tags(namespace: str, extra: Iterable[str] = ()) -> dict[str, str]:
+    """Qualified tag names of one API namespace (a plain dict: this is the hot path)."""
+    names = (*_TAG_NAMES, *DETAIL_ELEMENT_NAMES, *DETAIL_FIELD_NAMES, *extra)
+    return {name: f"{{{namespace}}}{name}" for name in names}
+
+
+def _item_key(status_state: str, cut: float) -> tuple[str, float]:
+    # New and Unknown tasks have not touched their items: nothing to rewrite while they wait.
+    return (status_state, 0.0) if status_state in ("New", "Unknown") else (status_state, cut)
+
+
+@dataclass(eq=False, slots=True)
+class _TaskNode:
+    state: etree._Element | None
+    processed: etree._Element
+    processing: etree._Element
+    pending: etree._Element
+    progress: etree._Element
+    message: etree._Element
+    last_update: etree._Element
+    items: etree._Element
+    key: tuple[str, float]
+    rows: list[ItemRow]
+    status: TaskStatus
+
+
+@dataclass(eq=False, slots=True)
+class _JobNode:
+    root: etree._Element
+    state: etree._Element
+    progress: etree._Element
+    message: etree._Element
+    last_update: etree._Element
+    tasks: list[_TaskNode]
+    status: JobStatus
+
+
+# What decides the element structure of one job's tree (see _JobTrees._template).
+_Shape = tuple[bool, bool, tuple[int, ...], str | None, tuple[str, ...]]
+
+
+class _JobTrees:
+    """The lxml tree of every active job, for one API namespace.
+
+    A new tree is a deep copy (one C call) of a template of the job's shape, its texts then
+    filled in document order: far fewer Python-to-lxml calls than building it element by
+    element, which is what makes the first 10,000-job answer affordable.
+    """
+
+    def __init__(self, namespace: str, modern: bool, fmt: Callable[[float], str]) -> None:
+        self.namespace = namespace
+        self.tags = _tags(namespace)
+        self.modern = modern
+        self.fmt = fmt
+        self.nodes: dict[int, _JobNode] = {}
+        self._templates: dict[_Shape, etree._Element] = {}
+
+    def node(self, job: Job, status: JobStatus) -> _JobNode:
+        node = self.nodes.get(job.number)
+        if node is None:
+            node = self.nodes[job.number] = self._build(job, status)
+        else:
+            self._update(node, job, status)
+        return node
+
+    def prune(self, live: set[int]) -> None:
+        for number in [n for n in self.nodes if n not in live]:
+            del self.nodes[number]
+
+    def _template(self, shape: _Shape) -> etree._Element:
+        has_locale, has_description, item_counts, detail, detail_fields = shape
+        t, sub = self.tags, etree.SubElement
+        root = etree.Element(t["items"], nsmap=default_nsmap(self.namespace))
+        names = ["companyHandle", "jobHandle", "name", "originalName", "type", "state"]
+        names.append("submitUserEmail")
+        names += ["locale"] * has_locale + ["description"] * has_description
+        names += ["serverName", "startDate"] + ["triggerTime"] * self.modern
+        names += ["totalSize", "progress", "progressMessage", "lastProgressUpdate"]
+        for name in names:
+            sub(root, t[name])
+        array = sub(root, t["taskProgressArray"])
+        task_names = ["taskType"] + ["taskState"] * self.modern
+        task_names += ["numProcessed", "numProcessing", "numPending", "progress"]
+        task_names += ["progressMessage", "lastProgressUpdate"]
+        for count in item_counts:
+            entry = sub(array, t["items"])
+            for name in task_names:
+                sub(entry, t[name])
+            items = sub(entry, t["taskItemProgressArray"])
+            for _ in range(count):
+                item = sub(items, t["items"])
+                for name in ("itemName", "progress", "progressMessage", "lastProgressUpdate"):
+                    sub(item, t[name])
+        if detail is not None:
+            detail_el = sub(root, t[detail])
+            for name in detail_fields:
+                sub(detail_el, t[name])
+        return root
+
+    def _build(self, job: Job, status: JobStatus) -> _JobNode:
+        fmt, modern = self.fmt, self.modern
+        detail = DETAIL_ELEMENTS.get(job.job_type)
+        shape: _Shape = (
+            job.locale is not None,
+            job.description is not None,
+            tuple(len(task.names) for task in job.tasks),
+            detail,
+            tuple(name for name, _ in job.detail) if detail is not None else (),
+        )
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._templates[shape] = self._template(shape)
+        # The texts in document order; None for elements that hold only children.
+        texts: list[str | None] = [
+            None,
+            job.company.handle,
+            job.handle,
+            job.name,
+            job.original_name,
+            job.job_type,
+            status.state,
+            job.submit_user_email,
+        ]
+        if job.locale is not None:
+            texts.append(job.locale)
+        if job.description is not None:
+            texts.append(job.description)
+        texts += (job.server_name, fmt(job.base + job.start_offset))
+        if modern:
+            texts.append(fmt(job.base))
+        texts += (
+            str(job.total_size),
+            str(status.progress),
+            status.message,
+            fmt(status.last_update),
+            None,
+        )
+        all_rows: list[list[ItemRow]] = []
+        for task, task_status in zip(job.tasks, status.tasks, strict=True):
+            texts += (None, task_status.task_type)
+            if modern:
+                texts.append(task_status.state)
+            texts += (
+                str(task_status.processed),
+                str(task_status.processing),
+                str(task_status.pending),
+                format_double(task_status.progress),
+                task_status.message,
+                fmt(task_status.last_update),
+                None,
+            )
+            rows = job.item_rows(task, task_status)
+            all_rows.append(rows)
+            for name, item_progress, item_message, item_update in rows:
+                texts += (None, name, format_double(item_progress), item_message, fmt(item_update))
+        if detail is not None:
+            texts.append(None)
+            texts += (value for _, value in job.detail)
+        root = copy.deepcopy(template)
+        for element, text in zip(root.iter(), texts, strict=True):
+            if text:
+                element.text = text
+        # children of the job: 7 fixed, locale?, description?, serverName, startDate,
+        # triggerTime?, then totalSize at `at`, progress, progressMessage, lastProgressUpdate,
+        # taskProgressArray
+        at = 7 + (job.locale is not None) + (job.description is not None) + 2 + modern
+        tasks: list[_TaskNode] = []
+        for entry, task_status, rows in zip(root[at + 4], status.tasks, all_rows, strict=True):
+            fields = list(entry)
+            state_el = fields.pop(1) if modern else None
+            tasks.append(
+                _TaskNode(
+                    state=state_el,
+                    processed=fields[1],
+                    processing=fields[2],
+                    pending=fields[3],
+                    progress=fields[4],
+                    message=fields[5],
+                    last_update=fields[6],
+                    items=fields[7],
+                    key=_item_key(task_status.state, task_status.cut),
+                    rows=rows,
+                    status=task_status,
+                )
+            )
+        return _JobNode(root, root[5], root[at + 1], root[at + 2], root[at + 3], tasks, status)
+
+    def _update(self, node: _JobNode, job: Job, status: JobStatus) -> None:
+        """Rewrite what changed since the tree last showed this job (most jobs: nothing)."""
+        if status == node.status:
+            return
+        fmt = self.fmt
+        node.state.text = status.state
+        node.progress.text = str(status.progress)
+        node.message.text = _text(status.message)
+        node.last_update.text = fmt(status.last_update)
+        node.status = status
+        for task_node, task, task_status in zip(node.tasks, job.tasks, status.tasks, strict=True):
+            if task_status == task_node.status:
+                continue
+            task_node.status = task_status
+            if task_node.state is not None:
+                task_node.state.text = task_status.state
+            task_node.processed.text = str(task_status.processed)
+            task_node.processing.text = str(task_status.processing)
+            task_node.pending.text = str(task_status.pending)
+            task_node.progress.text = format_double(task_status.progress)
+            task_node.message.text = _text(task_status.message)
+            task_node.last_update.text = fmt(task_status.last_update)
+            key = _item_key(task_status.state, task_status.cut)
+            if key == task_node.key:
+                continue
+            rows = job.item_rows(task, task_status)
+            for item, row, old in zip(task_node.items, rows, task_node.rows, strict=True):
+                if row != old:
+                    _, progress_el, message_el, update_el = item
+                    progress_el.text = format_double(row[1])
+                    message_el.text = _text(row[2])
+                    update_el.text = fmt(row[3])
+            task_node.rows = rows
+            task_node.key = key
+
+
+class Responder:
+    """Answers SOAP requests from a World. Thread-safe: one answer at a time."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.config = world.config
+        self.lock = threading.Lock()
+        self.fmt = TimestampFormatter(world.tz)
+        self._trees: dict[str, _JobTrees] = {}
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def answer(
+        self,
+        request: SoapRequest,
+        basic: tuple[str, str] | None = None,
+        *,
+        corrupt_record: bool = False,
+    ) -> Answer:
+        """The answer to an authenticated-or-not request. `basic` holds HTTP Basic
+        credentials; `corrupt_record` makes one job's numPending non-numeric (fault test)."""
+        fault = self.authenticate(request, basic)
+        if fault is None:
+            with self.lock, _cyclic_gc_paused():
+                self.world.advance()
+                try:
+                    return self._dispatch(request, corrupt_record)
+                except _Refused as refused:
+                    fault = refused.fault
+        return fault_answer(request.envelope, fault, request.fault_http_status or 500)
+
+    def authenticate(self, request: SoapRequest, basic: tuple[str, str] | None) -> SoapFault | None:
+        if request.user is not None or request.password is not None:
+            user, password = request.user or "", request.password or ""
+        elif basic is not None:
+            user, password = basic
+        else:
+            return SoapFault("authenticationFault", 10000, "No credentials")
+        user_ok = hmac.compare_digest(user.encode(), self.config.user.encode())
+        password_ok = hmac.compare_digest(password.encode(), self.config.password.encode())
+        if not (user_ok and password_ok):
+            return SoapFault("authenticationFault", 10001, "Invalid credentials")
+        return None
+
+    def _dispatch(self, request: SoapRequest, corrupt_record: bool) -> Answer:
+        operation, params = request.operation, request.params
+        if operation == "getActiveJobs":
+            company_handle = params.get("companyHandle")
+            if company_handle is not None:
+                self._company(company_handle)
+            include = params.get("includeWaitingJobs")
+            include_waiting = _boolean(include) if include is not None else False
+            if include_waiting is None:
+                raise _Refused(SoapFault("ipsApiFault", 30001, "Invalid includeWaitingJobs"))
+            jobs = self.world.active_jobs(
+                company_handle, params.get("jobHandle"), params.get("originalName"), include_waiting
+            )
+            return self._active_jobs(request, jobs, corrupt_record)
+        if operation == "getCompanyMembership":
+            return self._simple(request, "getCompanyMembershipReturn", self._membership)
+        if operation == "getCompanyInfo":
+            by_handle, by_name = params.get("companyHandle"), params.get("companyName")
+            if by_handle is not None:
+                company = self._company(by_handle)
+            elif by_name is not None:
+                found = self.world.company_by_name(by_name)
+                if found is None:
+                    raise _Refused(SoapFault("authorizationFault", 20000, "Invalid company"))
+                company = found
+            else:
+                raise _Refused(SoapFault("ipsApiFault", 30002, "companyHandle or companyName is required"))
+            return self._simple(
+                request,
+                "getCompanyInfoReturn",
+                lambda ret, t: self._company_element(ret, t, "companyInfo", company),
+            )
+        # stopJob, pauseJob, resumeJob
+        handle, job_handle = params.get("companyHandle"), params.get("jobHandle")
+        if not handle or not job_handle:
+            raise _Refused(SoapFault("ipsApiFault", 30002, "companyHandle and jobHandle are required"))
+        self._company(handle)
+        action = {
+            "stopJob": self.world.stop_job,
+            "pauseJob": self.world.pause_job,
+            "resumeJob": self.world.resume_job,
+        }[operation]
+        try:
+            action(handle, job_handle)
+        except JobNotFound:
+            raise _Refused(SoapFault("ipsApiFault", 30001, "Invalid job handle")) from None
+        return self._simple(request, f"{operation}Return", lambda ret, t: None)
+
+    def _company(self, handle: str) -> Company:
+        company = self.world.company(handle)
+        if company is None:
+            raise _Refused(SoapFault("authorizationFault", 20000, "Invalid company"))
+        return company
+
+    # -- small answers ---------------------------------------------------------------------
+
+    def _simple(
+        self,
+        request: SoapRequest,
+        element: str,
+        fill: Callable[[etree._Element, dict[str, str]], None],
+    ) -> Answer:
+        tags = _tags(request.namespace, (element,))
+        root, body = envelope_tree(request.envelope)
+        ret = etree.SubElement(body, tags[element], nsmap=default_nsmap(request.namespace))
+        fill(ret, tags)
+        return Answer(200, [serialize(root)], content_type_of(request.envelope))
+
+    def _membership(self, ret: etree._Element, t: dict[str, str]) -> None:
+        array = etree.SubElement(ret, t["membershipArray"])
+        for company in self.world.companies:
+            item = etree.SubElement(array, t["items"])
+            self._company_element(item, t, "company", company)
+            etree.SubElement(item, t["role"]).text = company.role
+            etree.SubElement(item, t["isActive"]).text = "true"
+
+    def _company_element(self, parent: etree._Element, t: dict[str, str], name: str, company: Company) -> None:
+        element = etree.SubElement(parent, t[name])
+        for child, value in (
+            ("companyHandle", company.handle),
+            ("name", company.name),
+            ("rootPath", company.root_path),
+            ("expires", self.fmt(company.expires.timestamp())),
+            ("imsOrgId", company.ims_org_id),
+        ):
+            if value is not None:
+                etree.SubElement(element, t[child]).text = value
+
+    # -- getActiveJobs ---------------------------------------------------------------------
+
+    def _job_trees(self, namespace: str, api_version: str) -> _JobTrees:
+        trees = self._trees.pop(namespace, None)
+        if trees is None:
+            trees = _JobTrees(namespace, has_task_state(api_version), self.fmt)
+        self._trees[namespace] = trees  # most recently used last
+        while len(self._trees) > _TREE_NAMESPACES:
+            del self._trees[next(iter(self._trees))]
+        return trees
+
+    def warm_up(self, api_version: str) -> None:
+        """Build the job trees of `api_version` now, so the first big answer is not slow."""
+        with self.lock, _cyclic_gc_paused():
+            now = self.world.advance()
+            trees = self._job_trees(api_namespace(api_version), api_version)
+            for job in self.world.active_jobs(include_waiting=True):
+                trees.node(job, job.status(now))
+
+    def summary(self) -> dict[str, object]:
+        """What the world looks like now: jobs and task states per company (for humans)."""
+        with self.lock:
+            now = self.world.advance()
+            companies: list[dict[str, object]] = []
+            for company in self.world.companies:
+                statuses = [job.status(now) for job in self.world.active_jobs(company.handle, include_waiting=True)]
+                job_states = dict.fromkeys(JOB_STATES, 0)
+                for status in statuses:
+                    job_states[status.state] += 1
+                companies.append(
+                    {
+                        "handle": company.handle,
+                        "name": company.name,
+                        "jobs": len(statuses),
+                        "job_states": job_states,
+                        "task_states": state_counts(statuses),
+                    }
+                )
+            return {"time": self.fmt(now), "companies": companies}
+
+    def sample_job(self, request: SoapRequest) -> etree._Element | None:
+        """A detached copy of the first active job's element in the request's namespace (the
+        oversized-answer fault repeats it), or None in an empty world."""
+        with self.lock:
+            now = self.world.advance()
+            jobs = self.world.active_jobs(include_waiting=True)
+            if not jobs:
+                return None
+            trees = self._job_trees(request.namespace, request.api_version)
+            return copy.deepcopy(trees.node(jobs[0], jobs[0].status(now)).root)
+
+    def _active_jobs(self, request: SoapRequest, jobs: Iterable[Job], corrupt: bool) -> Answer:
+        trees = self._job_trees(request.namespace, request.api_version)
+        trees.prune(self.world.job_numbers())
+        now = self.world.now
+        tags = trees.tags
+        ret = etree.Element(tags["getActiveJobsReturn"], nsmap=default_nsmap(request.namespace))
+        array = etree.SubElement(ret, tags["jobArray"])
+        corrupted: tuple[etree._Element, str | None] | None = None
+        for job in jobs:
+            node = trees.node(job, job.status(now))
+            array.append(node.root)
+            if corrupt and corrupted is None and node.tasks:
+                pending = node.tasks[0].pending
+                corrupted = (pending, pending.text)
+                pending.text = "many"
+        sink = _ChunkSink()
+        try:
+            with etree.xmlfile(sink, encoding="UTF-8") as xf:
+                xf.write_declaration()
+                envelope = request.envelope
+                with (
+                    xf.element(f"{{{envelope}}}Envelope", nsmap={"soapenv": envelope}),
+                    xf.element(f"{{{envelope}}}Body"),
+                ):
+                    xf.write(ret)
+        finally:
+            if corrupted is not None:
+                corrupted[0].text = corrupted[1]
+        sink.take()
+        return Answer(200, sink.chunks, content_type_of(request.envelope))
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector while an answer is built.
+
+    A big answer allocates a million short-lived lxml proxies and tuples, none in a cycle
+    (reference counting frees them all). Each allocation burst would trigger full collections
+    that rescan the whole long-lived world: that alone made the first 10,000-job answer take
+    twice as long. Collection resumes, and catches up, as soon as the answer is built.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+class _Refused(Exception):
+    def __init__(self, fault: SoapFault) -> None:
+        super().__init__(fault.reason)
+        self.fault = fault
