@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
+from prometheus_client.registry import Collector
 
 from exporter.collector import SnapshotCollector
 from exporter.snapshot import State, Store
@@ -28,7 +29,7 @@ GZIP_LEVEL = 1
 MAX_VARIANTS = 8
 
 
-Encoder = Callable[[CollectorRegistry], bytes]
+Encoder = Callable[[Collector], bytes]
 TEXT_0_0_4 = text_format.CONTENT_TYPE_PLAIN_0_0_4
 OPENMETRICS_1_0_0 = openmetrics_format.CONTENT_TYPE_LATEST
 

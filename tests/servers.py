@@ -34,7 +34,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
     while time.monotonic() < deadline:
         try:
             result = check()
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:  # any failure is retried until the deadline
             last = exc
         else:
             if result:

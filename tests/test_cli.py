@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import httpx
-
 from servers import exporter_command, free_port, http_ok, running, simulator, wait_until
 
 

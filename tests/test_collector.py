@@ -162,7 +162,8 @@ def test_every_declared_metric_is_rendered_and_promtool_accepts_it():
     first = polled(job("a_1", task("t", "Processing")))
     store.put(polled(job("a_1", task("t", "Done")), previous=first))
     text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(TEXT_0_0_4, False), NOW)
-    names = {f.name if f.type != "counter" else f.name + "_total" for f in text_string_to_metric_families(text.decode())}
+    families = text_string_to_metric_families(text.decode())
+    names = {f.name if f.type != "counter" else f.name + "_total" for f in families}
     assert names == METRIC_NAMES
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
     assert check.returncode == 0, check.stderr.decode()
@@ -172,7 +173,8 @@ def test_every_declared_metric_is_rendered_and_promtool_accepts_it():
 def test_help_names_the_poll_interval(openmetrics):
     store = Store()
     store.put(polled(job("a_1", task("t", "Processing"))))
-    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(OPENMETRICS_1_0_0 if openmetrics else TEXT_0_0_4, False), NOW).decode()
+    variant = Variant(OPENMETRICS_1_0_0 if openmetrics else TEXT_0_0_4, False)
+    text = Exposition(store, max_age=180, interval=60).render(store.state, variant, NOW).decode()
     assert "# HELP scene7_up 1 if the last poll of the company succeeded and is recent, else 0. " \
            "From a background poll of IPS every 60s." in text
     assert text.endswith("# EOF\n") == openmetrics

@@ -105,13 +105,14 @@ async def eventually(check: Callable[[Samples], bool], exporter: Exporter, timeo
         if check(samples):
             return samples
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; up={by_company(samples, 'scene7_up')}, "
-                                 f"errors={ {k: v for k, v in samples.items() if k[0] == 'scene7_poll_errors_total' and v} }")
+            failing = {k: v for k, v in samples.items() if k[0] == "scene7_poll_errors_total" and v}
+            raise AssertionError(f"not met within {timeout}s; up={by_company(samples, 'scene7_up')}, errors={failing}")
         await asyncio.sleep(0.1)
 
 
 def errors(samples: Samples, reason: str) -> float:
-    return sum(v for (m, labels), v in samples.items() if m == "scene7_poll_errors_total" and ("reason", reason) in labels)
+    return sum(v for (m, labels), v in samples.items()
+               if m == "scene7_poll_errors_total" and ("reason", reason) in labels)
 
 
 def all_up(samples: Samples) -> bool:
@@ -209,9 +210,9 @@ async def test_dns_failure_is_a_connection_error():
 
 
 async def test_slow_ips_is_cancelled_at_the_timeout_and_never_stacked():
-    async with simulated() as sim, exporting(settings_for(sim.url)) as exporter:
+    async with simulated() as sim, exporting(settings_for(sim.url, interval=1.0, timeout=0.4)) as exporter:
         await eventually(all_up, exporter)
-        sim.faults.set(kind="latency", latency=2.0, operation="getActiveJobs")
+        sim.faults.set(kind="latency", latency=5.0, operation="getActiveJobs")
         samples = await eventually(lambda s: errors(s, "timeout") >= 6, exporter)
         assert errors(samples, "skipped") == 0
         durations = by_company(samples, "scene7_poll_duration_seconds")
