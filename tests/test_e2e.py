@@ -1,0 +1,521 @@
+"""End to end, with real processes: IPS simulator -> exporter -> Prometheus -> Alertmanager.
+
+The unit tests check each part against fakes; this module checks that the parts fit: the real
+Prometheus scrapes the exporter over TLS with basic auth (and fails with a wrong password), the
+dashboards' queries return data from what it scraped, and the alerting rules, loaded by the
+real Prometheus, deliver Scene7TaskStuck and Scene7TaskFailed to the real Alertmanager.
+
+One stack serves every test of the module (starting it is most of the cost). The simulator
+runs its world faster (`TIME_SCALE`) so that tasks fail within seconds, and the copy of the
+rules loaded here has every `for:` set to 0s; the real rules file is not touched.
+Run alone with `tests/run -m e2e -s` to see the timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import secrets
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from servers import (
+    Process,
+    alertmanager,
+    exporter_command,
+    free_port,
+    prometheus,
+    running,
+    simulator,
+    wait_until,
+)
+from test_dashboards import DRILLDOWN, LABEL_VALUES, OVERVIEW, load, targets, variable_query, variables
+
+from exporter.collector import TASK_STATES
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "dashboards" / "scene7.rules.yml"
+SCRAPE_JOB = "scene7-exporter"  # the name the rules expect
+WRONG_PASSWORD_JOB = "scene7-wrong-password"
+SCRAPE_USER = "prometheus"
+# 120 x faster: the simulator's keeper jobs then fail a task every ~15 s per company (seed 1).
+TIME_SCALE = 120.0
+SIM_JOBS = 30
+SIM_SEED = 1
+RUNBOOK = "https://github.com/scene7-exporter/scene7-exporter/blob/main/README.md#"
+STALE_AGE = 45 * 60  # the simulator keeps a Processing task of every company frozen longer than this
+# Grafana's values for its built-in variables: $__rate_interval is at least 4 scrape intervals
+# of the data source (15s by default); the dashboards' default time range is 6h.
+GRAFANA_MACROS = {"__rate_interval": "1m", "__interval": "15s", "__range": "6h", "__range_s": "21600"}
+# Panels that cannot return data in a run of a minute, (dashboard, panel title, refId) -> why.
+# Every query listed must really return nothing, so the list cannot go stale.
+EXPECTED_EMPTY: dict[tuple[str, str, str], str] = {}
+
+
+@dataclass
+class Stack:
+    prometheus: str
+    alertmanager: str
+    exporter: str
+    target: str
+    ca_file: Path
+    password: str
+    processes: list[Process]
+    started: float
+    http: httpx.Client  # one client, so hundreds of API calls reuse a connection
+
+    def elapsed(self) -> str:
+        return f"{time.monotonic() - self.started:.1f}s"
+
+
+class NoData(Exception):
+    """A query or variable returned nothing (yet)."""
+
+
+# --- TLS and basic auth material, made fresh for each run -----------------------------------------
+
+
+def write_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (it is also the CA file given to Prometheus)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scene7-exporter e2e test")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "server.crt", directory / "server.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def rules_with_short_for(directory: Path) -> Path:
+    """A copy of the alerting rules with every `for:` at 0s, so alerts fire in this short run."""
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    shortened = []
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = "0s"
+                shortened.append(rule["alert"])
+    assert "Scene7TaskStuck" in shortened, "the rules changed: Scene7TaskStuck has no `for:` any more"
+    return write_yaml(directory / "scene7.rules.yml", rules)
+
+
+def verifying_context(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+# --- the stack ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    started = time.monotonic()
+    tmp = tmp_path_factory.mktemp("e2e")
+    cert_file, key_file = write_self_signed_certificate(tmp)
+    password = secrets.token_urlsafe(18)
+    password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    web_config = write_yaml(
+        tmp / "web.yml",
+        {
+            "tls_server_config": {"cert_file": str(cert_file), "key_file": str(key_file)},
+            "basic_auth_users": {SCRAPE_USER: password_hash},
+        },
+    )
+    exporter_port, prometheus_port, alertmanager_port = free_port(), free_port(), free_port()
+    target = f"127.0.0.1:{exporter_port}"
+    ca = verifying_context(cert_file)
+
+    with contextlib.ExitStack() as servers:
+        sim, endpoint = servers.enter_context(simulator(tmp, jobs=SIM_JOBS, seed=SIM_SEED, time_scale=TIME_SCALE))
+        exporter_config = write_yaml(
+            tmp / "exporter.yml",
+            {
+                "accounts": [{"name": "e2e", "endpoint": endpoint, "user": "demo@example.com"}],
+                "poll": {"interval": "1s", "timeout": "0.8s"},
+                "web": {"listen_address": target, "config_file": str(web_config)},
+                "log": {"level": "info"},
+            },
+        )
+        exporter = servers.enter_context(
+            running(
+                "exporter",
+                exporter_command("run", f"--config.file={exporter_config}"),
+                tmp,
+                lambda: httpx.get(f"https://{target}/readyz", verify=ca, timeout=2).status_code == 200,
+                env={"SCENE7_EXPORTER_PASSWORD": "demo"},
+            )
+        )
+        am_config = write_yaml(
+            tmp / "alertmanager.yml",
+            {
+                "route": {"receiver": "nowhere", "group_by": ["alertname"], "group_wait": "0s"},
+                "receivers": [{"name": "nowhere"}],
+            },
+        )
+        am = servers.enter_context(alertmanager(tmp, am_config, alertmanager_port))
+        password_file = tmp / "scrape-password"
+        password_file.write_text(password, encoding="utf-8")
+        tls = {"ca_file": str(cert_file)}
+        prometheus_config = write_yaml(
+            tmp / "prometheus.yml",
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(rules_with_short_for(tmp))],
+                "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
+                "scrape_configs": [
+                    {
+                        "job_name": SCRAPE_JOB,
+                        "scheme": "https",
+                        "tls_config": tls,
+                        "basic_auth": {"username": SCRAPE_USER, "password_file": str(password_file)},
+                        "static_configs": [{"targets": [target]}],
+                    },
+                    {
+                        "job_name": WRONG_PASSWORD_JOB,
+                        "scrape_interval": "2s",  # every failed check costs a bcrypt round
+                        "scrape_timeout": "2s",
+                        "scheme": "https",
+                        "tls_config": tls,
+                        "basic_auth": {"username": SCRAPE_USER, "password": password + "-wrong"},
+                        "static_configs": [{"targets": [target]}],
+                    },
+                ],
+            },
+        )
+        prom = servers.enter_context(prometheus(tmp, prometheus_config, prometheus_port))
+        print(f"\ne2e: simulator, exporter, Alertmanager and Prometheus started in {time.monotonic() - started:.1f}s")
+        yield Stack(
+            prometheus=f"http://127.0.0.1:{prometheus_port}",
+            alertmanager=f"http://127.0.0.1:{alertmanager_port}",
+            exporter=f"https://{target}",
+            target=target,
+            ca_file=cert_file,
+            password=password,
+            processes=[sim, exporter, am, prom],
+            started=started,
+            http=servers.enter_context(httpx.Client(timeout=5)),
+        )
+    print(f"e2e: stack stopped, {time.monotonic() - started:.1f}s in all")
+
+
+@contextlib.contextmanager
+def timed(stack: Stack, what: str) -> Iterator[None]:
+    """Print how long a check took; on failure, print the tail of every server's log."""
+    start = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        for process in stack.processes:
+            if process.proc.poll() is not None:
+                print(f"--- {process.name} EXITED with {process.proc.returncode}")
+            print(f"--- {process.name} log (tail) ---\n{process.log()[-2500:]}")
+        raise
+    print(f"e2e: {what}: {time.monotonic() - start:.1f}s (at {stack.elapsed()} since start)")
+
+
+# --- Prometheus and Alertmanager HTTP APIs -------------------------------------------------------
+
+
+def prometheus_api(stack: Stack, path: str, **params: str) -> Any:
+    response = stack.http.get(f"{stack.prometheus}/api/v1/{path}", params=params)
+    body = response.json()
+    if body.get("status") != "success":
+        # a PromQL error is not "no data yet": fail at once, naming the query
+        raise AssertionError(f"Prometheus refused {path} {params}: {body.get('errorType')}: {body.get('error')}")
+    return body["data"]
+
+
+def query(stack: Stack, expr: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = prometheus_api(stack, "query", query=expr)["result"]
+    return result
+
+
+def scrape_target(stack: Stack, job: str) -> dict[str, Any]:
+    active: list[dict[str, Any]] = prometheus_api(stack, "targets", state="active")["activeTargets"]
+    found = [t for t in active if t["labels"]["job"] == job]
+    assert len(found) == 1, f"expected one target of job {job}, got {found}"
+    return found[0]
+
+
+def alerts(stack: Stack) -> list[dict[str, Any]]:
+    response = stack.http.get(f"{stack.alertmanager}/api/v2/alerts", params={"active": "true"})
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()
+    return result
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_the_exporter_over_tls_with_basic_auth(stack: Stack) -> None:
+    with timed(stack, "target up over HTTPS with basic auth"):
+        ca = verifying_context(stack.ca_file)
+        # the exporter itself: TLS verified against the test CA, credentials required
+        assert httpx.get(f"{stack.exporter}/metrics", verify=ca, timeout=5).status_code == 401
+        wrong = httpx.get(f"{stack.exporter}/metrics", verify=ca, auth=(SCRAPE_USER, "nope"), timeout=5)
+        assert wrong.status_code == 401
+        ok = httpx.get(f"{stack.exporter}/metrics", verify=ca, auth=(SCRAPE_USER, stack.password), timeout=5)
+        assert ok.status_code == 200 and "scene7_up{" in ok.text
+
+        def healthy() -> dict[str, Any] | None:
+            target = scrape_target(stack, SCRAPE_JOB)
+            return target if target["health"] == "up" else None
+
+        target = wait_until(healthy, 30, f"Prometheus target {SCRAPE_JOB} to be up")
+        assert target["scrapeUrl"] == f"https://{stack.target}/metrics"
+        assert target["labels"]["instance"] == stack.target
+        assert target["lastError"] == ""
+        # what the rules and dashboards rely on: samples under the job name the rules expect
+        wait_until(
+            lambda: query(stack, f'scene7_up{{job="{SCRAPE_JOB}", instance="{stack.target}"}} == 1'),
+            20,
+            "scene7_up 1 to be queryable",
+        )
+
+
+def test_a_wrong_scrape_password_leaves_the_target_down_with_401(stack: Stack) -> None:
+    with timed(stack, "wrong password target down with 401"):
+
+        def down() -> dict[str, Any] | None:
+            target = scrape_target(stack, WRONG_PASSWORD_JOB)
+            return target if target["health"] == "down" else None
+
+        target = wait_until(down, 30, f"Prometheus target {WRONG_PASSWORD_JOB} to be down")
+        assert "401" in target["lastError"], target["lastError"]
+        assert target["scrapeUrl"].startswith("https://")
+        assert query(stack, f'up{{job="{WRONG_PASSWORD_JOB}"}} == 0')
+        assert not query(stack, f'scene7_up{{job="{WRONG_PASSWORD_JOB}"}}'), "scraped despite the wrong password"
+
+
+def test_every_task_state_is_current_for_some_task(stack: Stack) -> None:
+    with timed(stack, "all six task states with value 1"):
+
+        def states() -> set[str] | None:
+            result = query(stack, f'count by (state) (scene7_task_state{{job="{SCRAPE_JOB}"}} == 1)')
+            found = {series["metric"]["state"] for series in result}
+            return found if found == set(TASK_STATES) else None
+
+        try:
+            wait_until(states, 30, "scene7_task_state == 1 for each of the six states")
+        except AssertionError:
+            last = query(stack, f'count by (state) (scene7_task_state{{job="{SCRAPE_JOB}"}} == 1)')
+            raise AssertionError(f"states seen: {sorted(s['metric']['state'] for s in last)}") from None
+
+
+# --- dashboards ------------------------------------------------------------------------------------
+
+VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+REGEX_SPECIAL = re.compile(r"[\\$^*{}\[\]+?.()|]")
+
+
+def promql_string(value: str) -> str:
+    """The inside of a double-quoted PromQL string holding `value`."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def regex_literal(value: str) -> str:
+    """`value` as a regular expression matching only itself (what Grafana does for multi-value)."""
+    return REGEX_SPECIAL.sub(lambda m: "\\" + m.group(), value)
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """Replace Grafana variables; `values` are already in PromQL-string form."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name in GRAFANA_MACROS:
+            return GRAFANA_MACROS[name]
+        if name not in values:
+            raise AssertionError(f"unknown variable ${name} in {expr!r}")
+        return values[name]
+
+    return VARIABLE.sub(replace, expr)
+
+
+Chooser = Callable[[str, list[str], dict[str, str]], str]
+
+
+def resolve_variables(stack: Stack, board: dict[str, Any], choose: Chooser) -> dict[str, str]:
+    """Run every variable's query in order, as Grafana does, and pick values: "All" for the
+    multi-value ones (allValue, else every value found), `choose` for the single-value ones."""
+    values: dict[str, str] = {}
+    for name, var in variables(board).items():
+        if var["type"] == "datasource":
+            continue  # Grafana-side only: no query
+        assert var["type"] == "query", f"variable {name}: this test handles query variables only"
+        match = LABEL_VALUES.match(variable_query(var))
+        assert match is not None, f"variable {name}: this test handles label_values(selector, label) only"
+        selector = substitute(match["selector"], values)
+        found = sorted({s["metric"][match["label"]] for s in query(stack, selector) if match["label"] in s["metric"]})
+        if not found:
+            raise NoData(f"variable {name}: {selector}")
+        if var.get("multi") or var.get("includeAll"):
+            every = "|".join(regex_literal(v) for v in found)
+            values[name] = var.get("allValue") or promql_string(f"({every})")
+        else:
+            values[name] = promql_string(choose(name, found, values))
+    return values
+
+
+def stalled_job(stack: Stack, company: str) -> str:
+    """A job of `company` with a long-stalled Processing task: it stays active for the whole run."""
+    result = query(
+        stack,
+        f'scene7_task_state{{job="{SCRAPE_JOB}", company="{promql_string(company)}", state="Processing"}} == 1'
+        " and on (job, instance, company, job_name, job_type, task_type)"
+        f" (time() - scene7_task_last_progress_update_timestamp_seconds > {STALE_AGE})",
+    )
+    if not result:
+        raise NoData(f"no stalled Processing task for company {company!r}")
+    return str(sorted(s["metric"]["job_name"] for s in result)[0])
+
+
+def dashboard_cases(stack: Stack) -> list[tuple[tuple[str, str, str], str]]:
+    """(dashboard, panel, refId) and the query Grafana would send, for the overview with "All"
+    selected and for the job dashboard once per company, on a job with a stalled task."""
+    cases: list[tuple[tuple[str, str, str], str]] = []
+    overview = load(OVERVIEW)
+    values = resolve_variables(stack, overview, lambda name, found, _: found[0])
+    assert values["job"] == promql_string(f"({regex_literal(SCRAPE_JOB)})"), values["job"]
+    assert values["instance"] == promql_string(f"({regex_literal(stack.target)})"), values["instance"]
+    for panel, target in targets(overview):
+        cases.append(((OVERVIEW, panel["title"], target["refId"]), substitute(target["expr"], values)))
+
+    drilldown = load(DRILLDOWN)
+    companies = sorted(s["metric"]["company"] for s in query(stack, f'scene7_up{{job="{SCRAPE_JOB}"}}'))
+    for company in companies:
+        job_name = stalled_job(stack, company)
+
+        def choose(name: str, found: list[str], _: dict[str, str], company: str = company, job: str = job_name) -> str:
+            wanted = {"company": company, "job_name": job}[name]
+            if wanted not in found:
+                raise NoData(f"variable {name}: {wanted!r} not among {found}")
+            return wanted
+
+        values = resolve_variables(stack, drilldown, choose)
+        for panel, target in targets(drilldown):
+            key = (DRILLDOWN, f"{panel['title']} [company {company}]", target["refId"])
+            cases.append((key, substitute(target["expr"], values)))
+    return cases
+
+
+def expected_empty(key: tuple[str, str, str]) -> str | None:
+    board, title, ref = key
+    return EXPECTED_EMPTY.get((board, title.split(" [company ")[0], ref))
+
+
+def test_every_dashboard_query_and_variable_returns_data(stack: Stack) -> None:
+    with timed(stack, "dashboard queries"):
+        deadline = time.monotonic() + 40
+        empty: list[str] = []
+        rounds = 0
+        while True:
+            rounds += 1
+            try:
+                cases = dashboard_cases(stack)
+                empty = [f"{key}: {expr}" for key, expr in cases if not query(stack, expr) and not expected_empty(key)]
+            except NoData as exc:
+                empty = [str(exc)]
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if empty:
+            pytest.fail("queries without data:\n" + "\n".join(empty), pytrace=False)
+        assert len(cases) > 30
+        for key, expr in cases:
+            if expected_empty(key):
+                assert not query(stack, expr), f"{key} returns data: remove it from EXPECTED_EMPTY"
+        print(f"e2e: {len(cases)} dashboard queries returned data, in round {rounds}")
+
+
+# --- alerts ----------------------------------------------------------------------------------------
+
+
+FAILED_BY_COMPANY = 'sum by (company) (scene7_tasks_finished_total{final_state="Failed"})'
+
+
+def test_stuck_and_failed_task_alerts_reach_alertmanager(stack: Stack) -> None:
+    with timed(stack, "Scene7TaskStuck and Scene7TaskFailed in Alertmanager"):
+        companies = {s["metric"]["company"] for s in query(stack, f'scene7_up{{job="{SCRAPE_JOB}"}}')}
+
+        def delivered() -> list[dict[str, Any]] | None:
+            found = alerts(stack)
+            names = {alert["labels"]["alertname"] for alert in found}
+            return found if {"Scene7TaskStuck", "Scene7TaskFailed"} <= names else None
+
+        try:
+            received = wait_until(delivered, 90, "Scene7TaskStuck and Scene7TaskFailed in Alertmanager", interval=0.5)
+        except AssertionError:
+            firing = query(stack, 'ALERTS{alertstate="firing"}')
+            raise AssertionError(
+                f"alerts in Alertmanager: {sorted({a['labels']['alertname'] for a in alerts(stack)})}; "
+                f"firing in Prometheus: {sorted({s['metric']['alertname'] for s in firing})}; failures counted: "
+                f"{query(stack, FAILED_BY_COMPANY)}"
+            ) from None
+        by_name: dict[str, list[dict[str, str]]] = {}
+        for alert in received:
+            name = alert["labels"]["alertname"]
+            assert alert["status"]["state"] == "active", alert
+            assert alert["annotations"]["runbook_url"] == RUNBOOK + name.lower(), alert
+            by_name.setdefault(name, []).append(alert["labels"])
+        for labels in by_name["Scene7TaskStuck"]:
+            assert labels["job"] == SCRAPE_JOB and labels["instance"] == stack.target, labels
+            assert labels["company"] in companies, labels
+            assert labels["job_name"] and labels["task_type"] and labels["job_type"], labels
+            assert labels["severity"] == "warning", labels
+        # the simulator keeps a long-stalled task in every company
+        assert {labels["company"] for labels in by_name["Scene7TaskStuck"]} == companies
+        for labels in by_name["Scene7TaskFailed"]:
+            assert labels["job"] == SCRAPE_JOB and labels["company"] in companies, labels
+            assert labels["task_type"], labels
+            assert "job_name" not in labels, labels  # the counter has no per-job label
+        print(f"e2e: alerts: { {name: len(found) for name, found in sorted(by_name.items())} }")
+
+
+def test_every_rule_evaluates_without_error_on_real_data(stack: Stack) -> None:
+    with timed(stack, "rule health"):
+        groups = prometheus_api(stack, "rules")["groups"]
+        rules = [rule for group in groups for rule in group["rules"]]
+        expected = [
+            rule for group in yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"] for rule in group["rules"]
+        ]
+        assert len(rules) == len(expected), "Prometheus did not load every rule of the copy"
+        for rule in rules:
+            assert rule["health"] == "ok" and not rule.get("lastError"), rule
+            assert rule["lastEvaluation"] != "0001-01-01T00:00:00Z", f"{rule['name']} was never evaluated"
