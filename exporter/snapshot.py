@@ -7,11 +7,14 @@ reader holding a `State` sees one consistent world, never half a poll.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from exporter.models import ActiveJob, TaskState
+
+log = logging.getLogger(__name__)
 
 FINAL_STATES = ("Done", "Failed", "Vanished")
 _EMPTY: Mapping[str, int] = MappingProxyType({})
@@ -163,5 +166,11 @@ class Store:
         series = per_job_series_count(job for s in ordered for job in s.jobs)
         over = self.max_series > 0 and series > self.max_series
         dropped = self.state.series_dropped_total + (series if over else 0)
+        if over == self.state.per_job_series:  # the guard trips or releases: say so once
+            if over:
+                log.warning("%d per-job series exceed poll.max_series=%d: exporting only per-company "
+                            "aggregates and health until they fit again", series, self.max_series)
+            else:
+                log.info("per-job series (%d) fit poll.max_series again: exporting them", series)
         self.state = State(ordered, self.state.generation + 1, dropped, per_job_series=not over)
         return self.state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from datetime import UTC, datetime
 
@@ -145,16 +146,22 @@ def test_duplicate_task_types_do_not_duplicate_series():
     assert len(lines) == 1
 
 
-def test_max_series_guard_keeps_aggregates_and_counts_drops():
+def test_max_series_guard_keeps_aggregates_and_counts_drops(caplog):
+    caplog.set_level(logging.INFO)
     store = Store(max_series=25)
     store.put(polled(*(job(f"j{i}_1", task("t", "Processing")) for i in range(3))))
+    store.put(polled(*(job(f"j{i}_1", task("t", "Processing")) for i in range(3))))
+    assert [r.levelname for r in caplog.records if "max_series" in r.getMessage()] == ["WARNING"]
     samples = render(store)
     names = {name for name, _ in samples}
     assert "scene7_task_items" not in names and "scene7_job_info" not in names
     assert samples[("scene7_active_jobs", labels(company=TARGET.label))] == 3
     assert samples[("scene7_tasks", labels(company=TARGET.label, job_type="UrlUpload", task_type="t",
                                            state="Processing"))] == 3
-    assert samples[("scene7_series_dropped_total", ())] == 3 * 20
+    assert samples[("scene7_series_dropped_total", ())] == 2 * 3 * 20
+    store.put(polled(job("j0_1", task("t", "Processing"))))
+    assert any(k[0] == "scene7_task_items" for k in render(store))
+    assert "fit poll.max_series again" in caplog.text
 
 
 def test_every_declared_metric_is_rendered_and_promtool_accepts_it():

@@ -379,3 +379,17 @@ async def test_explicit_companies_by_handle_or_name_and_unknown_ones():
         async with exporting(settings) as exporter:
             samples = await eventually(all_up, exporter)
             assert set(by_company(samples, "scene7_up")) == {first.name, second.name}
+
+
+async def test_the_password_never_appears_on_any_page(caplog):
+    caplog.set_level(logging.DEBUG)
+    secret = "Very-Secret-Pa55word"
+    async with simulated(password=secret) as sim:
+        settings = settings_for(sim.url).model_copy(update={"accounts": [AccountConfig(
+            name="test", endpoint=sim.url, user="demo@example.com", password=secret)]})  # type: ignore[arg-type]
+        async with exporting(settings) as exporter:
+            await eventually(all_up, exporter)
+            sim.faults.set(kind="authentication")
+            await eventually(lambda s: errors(s, "authentication") >= 1, exporter)
+            pages = [(await get(exporter, path)).text for path in ("/", "/metrics", "/healthz", "/readyz")]
+    assert not any(secret in text for text in [*pages, caplog.text, repr(settings)])

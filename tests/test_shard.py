@@ -1,0 +1,32 @@
+"""Sharding: replicas polling disjoint shares of the companies that together cover them all."""
+
+from __future__ import annotations
+
+from exporter.models import Company, CompanyMembership
+from exporter.poller import choose_targets, in_shard
+
+
+def memberships(count: int) -> list[CompanyMembership]:
+    return [CompanyMembership(company=Company(company_handle=f"c|{i}", name=f"Company {i}")) for i in range(count)]
+
+
+def test_shards_are_disjoint_and_cover_every_company():
+    companies = memberships(500)
+    for total in (1, 2, 3, 7):
+        shards = [choose_targets("main", companies, [], (index, total))[0] for index in range(1, total + 1)]
+        handles = [t.handle for shard in shards for t in shard]
+        assert len(handles) == len(set(handles)) == 500
+        assert all(len(shard) > 500 / total * 0.6 for shard in shards), [len(s) for s in shards]
+
+
+def test_shard_of_a_company_is_stable():
+    assert [in_shard("c|110", (i, 3)) for i in (1, 2, 3)] == [in_shard("c|110", (i, 3)) for i in (1, 2, 3)]
+    assert sum(in_shard("c|110", (i, 3)) for i in (1, 2, 3)) == 1
+
+
+def test_same_name_companies_get_told_apart_and_inactive_ones_skipped():
+    twins = [CompanyMembership(company=Company(company_handle=h, name="Twin")) for h in ("1", "2")]
+    idle = CompanyMembership(company=Company(company_handle="3", name="Idle"), is_active=False)
+    targets, unknown = choose_targets("main", [*twins, idle], [], None)
+    assert sorted(t.label for t in targets) == ["Twin (1)", "Twin (2)"]
+    assert unknown == []
