@@ -108,11 +108,12 @@ class SnapshotCollector(Collector):
         f["scene7_active_jobs"].add_metric([name], len(company.jobs))
         tasks_by_state: dict[tuple[str, str], dict[str, int]] = {}
         per_job = self.state.per_job_series
-        seen: set[tuple[str, str]] = set()
+        seen_jobs: set[str] = set()
+        seen_tasks: set[tuple[str, str]] = set()
         for job in company.jobs:
             job_labels = [name, job.name, job.job_type]
-            if per_job and (job.name, "") not in seen:
-                seen.add((job.name, ""))
+            if per_job and job.name not in seen_jobs:
+                seen_jobs.add(job.name)
                 f["scene7_job_info"].add_metric([*job_labels, job.original_name, job.server_name], 1)
                 current = job.known_state.value
                 for state in JOB_STATES:
@@ -122,9 +123,9 @@ class SnapshotCollector(Collector):
                 state_counts = tasks_by_state.setdefault((job.job_type, task.task_type), {})
                 current = task.known_state.value
                 state_counts[current] = state_counts.get(current, 0) + 1
-                if not per_job or (job.name, task.task_type) in seen:
+                if not per_job or (job.name, task.task_type) in seen_tasks:
                     continue  # a job name or task type repeated would duplicate series
-                seen.add((job.name, task.task_type))
+                seen_tasks.add((job.name, task.task_type))
                 task_labels = [*job_labels, task.task_type]
                 items = f["scene7_task_items"]
                 items.add_metric([*task_labels, "processed"], task.num_processed)

@@ -49,6 +49,9 @@ def _known_job_state(value: Any) -> Any:
     return JobState(value) if value in JobState._value2member_map_ else value
 
 
+# Counts are xs:int on the wire; anything beyond 64 bits makes the record invalid.
+Count = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
 # A documented value becomes the enum member; any other string is kept as it came.
 TaskStateValue = Annotated[TaskState | str, BeforeValidator(_known_task_state)]
 JobStateValue = Annotated[JobState | str, BeforeValidator(_known_job_state)]
@@ -77,9 +80,9 @@ class TaskProgress(IpsModel):
 
     task_type: str
     task_state: TaskStateValue | None = None
-    num_processed: int
-    num_processing: int
-    num_pending: int
+    num_processed: Count
+    num_processing: Count
+    num_pending: Count
     progress: float
     progress_message: str = ""
     last_progress_update: AwareDatetime
@@ -108,8 +111,8 @@ class ActiveJob(IpsModel):
     server_name: str = ""
     start_date: AwareDatetime
     trigger_time: AwareDatetime | None = None
-    total_size: int = 0
-    progress: int = 0
+    total_size: Count = 0
+    progress: Count = 0
     progress_message: str = ""
     last_progress_update: AwareDatetime
     task_progress_array: tuple[TaskProgress, ...] = ()

@@ -71,14 +71,14 @@ class ResponseReader:
             self._parser.feed(data)
         except ForbiddenXML as exc:
             raise MalformedResponse(str(exc)) from None
-        except (ValueError, etree.XMLSyntaxError) as exc:
+        except (ValueError, LookupError, etree.XMLSyntaxError) as exc:
             raise MalformedResponse(f"not well-formed XML: {exc}") from None
         self._drain()
 
     def close(self) -> etree._Element:
         try:
             root = self._parser.close()
-        except etree.XMLSyntaxError as exc:
+        except (etree.XMLSyntaxError, LookupError) as exc:
             raise MalformedResponse(f"incomplete or broken XML: {exc}") from None
         self._drain()
         self._closed = True
@@ -181,7 +181,7 @@ def fault_error(fault: etree._Element) -> IpsFault:
             ns, name = split_tag(entry.tag) if isinstance(entry.tag, str) else (None, "")
             if name in FAULT_CLASSES and is_ips_namespace(ns):
                 code_text = (child_text(entry, "code") or "").strip()
-                code = int(code_text) if code_text.isdigit() else None
+                code = int(code_text) if code_text.isascii() and code_text.isdigit() and len(code_text) < 10 else None
                 return FAULT_CLASSES[name](code, (child_text(entry, "reason") or "").strip())
     text = child_text(fault, "faultstring")
     if text is None:  # SOAP 1.2: Reason/Text

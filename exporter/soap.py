@@ -141,7 +141,7 @@ class PrologGuard:
             self._parser.Parse(data, False)
         except _RootReached:
             self.passed = True
-        except xml.parsers.expat.ExpatError as exc:
+        except (xml.parsers.expat.ExpatError, LookupError, UnicodeError) as exc:  # LookupError: unknown encoding
             raise ValueError(f"not well-formed XML: {exc}") from exc
 
 
