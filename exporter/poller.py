@@ -233,6 +233,22 @@ class Poller:
         )
         await self.on_publish()
 
+    def _unique_across_accounts(self, targets: list[CompanyTarget]) -> list[CompanyTarget]:
+        """A company another account already polls is not polled twice; a label another
+        account's company already has gets the handle added, so series never merge."""
+        others = [t for t in self._targets.values() if t.handle]
+        polled = {t.handle for t in others}
+        labels = {t.label for t in others}
+        unique = []
+        for target in targets:
+            if target.handle in polled:
+                log.info("company %r is polled with another account already", target.label)
+                continue
+            if target.label in labels:
+                target = CompanyTarget(target.account, target.handle, f"{target.label} ({target.handle})")
+            unique.append(target)
+        return unique
+
     async def _discover(self, placeholder: CompanyTarget) -> None:
         account = self.accounts[placeholder.account]
         outcome = await self._timed(placeholder, account.client.get_company_memberships)
@@ -240,6 +256,7 @@ class Poller:
             return
         memberships, _ = outcome
         targets, unknown = choose_targets(account.name, memberships, account.companies, self.shard)
+        targets = self._unique_across_accounts(targets)
         for entry in unknown:
             log.error(
                 "account %r: company %r is not among the user's companies; check the handle or name",

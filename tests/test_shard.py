@@ -30,3 +30,19 @@ def test_same_name_companies_get_told_apart_and_inactive_ones_skipped():
     targets, unknown = choose_targets("main", [*twins, idle], [], None)
     assert sorted(t.label for t in targets) == ["Twin (1)", "Twin (2)"]
     assert unknown == []
+
+
+async def test_two_accounts_never_merge_or_double_poll_companies():
+    from exporter.poller import Poller
+    from exporter.snapshot import CompanyTarget, Store
+
+    async def nothing() -> None:
+        return None
+
+    poller = Poller([], Store(), interval=60, timeout=20, on_publish=nothing)
+    first, _ = choose_targets("a", memberships(2), [], None)
+    for target in first:
+        poller._targets[target.handle] = target
+    same_name = [CompanyMembership(company=Company(company_handle="x|9", name="Company 0"))]
+    second, _ = choose_targets("b", memberships(2) + same_name, [], None)
+    assert [(t.handle, t.label) for t in poller._unique_across_accounts(second)] == [("x|9", "Company 0 (x|9)")]
