@@ -34,7 +34,7 @@ def test_same_name_companies_get_told_apart_and_inactive_ones_skipped():
 
 async def test_two_accounts_never_merge_or_double_poll_companies():
     from exporter.poller import Poller
-    from exporter.snapshot import CompanyTarget, Store
+    from exporter.snapshot import Store
 
     async def nothing() -> None:
         return None
