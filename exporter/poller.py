@@ -170,7 +170,9 @@ class Poller:
     def _on_missed_run(self, event: JobExecutionEvent) -> None:
         target = self._targets.get(event.job_id)
         if target is not None:
-            asyncio.get_running_loop().create_task(self._on_missed_run_async(target))
+            task = asyncio.get_running_loop().create_task(self._on_missed_run_async(target))
+            self._running.add(task)  # keep a reference until done; stop() cancels it too
+            task.add_done_callback(self._running.discard)
 
     async def _timed(
         self, target: CompanyTarget, call: Callable[[], Awaitable[T]]
