@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from prometheus_client.registry import Collector
 
 from exporter.collector import SnapshotCollector
 from exporter.snapshot import State, Store
+
+log = logging.getLogger(__name__)
 
 # Level 1 costs a fifth of level 9 here for bodies about a third larger: scrapes are on a LAN.
 GZIP_LEVEL = 1
@@ -85,6 +88,8 @@ class Exposition:
         self._cache: dict[Variant, Rendered] = {}
         self._wanted: set[Variant] = set()
         self._lock = asyncio.Lock()
+        self._renderer: asyncio.Task[None] | None = None
+        self._dirty = False
 
     def _stale(self, state: State, now: float) -> frozenset[str]:
         return frozenset(c.target.label for c in state.companies if c.is_stale(now, self.max_age))
@@ -123,7 +128,8 @@ class Exposition:
         return None
 
     async def body(self, variant: Variant, names: Sequence[str] = ()) -> bytes:
-        """The bytes for a scrape: from the cache, else rendered now (in a thread)."""
+        """The bytes for a scrape, from memory. While a newer State is being rendered the
+        scrape gets the previous one, whole; only a variant never asked for before waits."""
         now = self.clock()
         if names:
             return await asyncio.to_thread(self.render, self.store.state, variant, now, names)
@@ -132,13 +138,37 @@ class Exposition:
         body = self._current(variant, state, self._stale(state, now))
         if body is not None:
             return body
+        cached = self._cache.get(variant)
+        if cached is not None:
+            self.refresh()
+            return cached.body
         await self._render_wanted()
         return self._cache[variant].body
 
-    async def refresh(self) -> None:
-        """Render the variants scrapers use for the current State, so they need not wait."""
-        if self._wanted:
-            await self._render_wanted()
+    def refresh(self) -> None:
+        """Start rendering the current State in the background; a poll never waits for it.
+        Publishes during a render coalesce into one more render of the newest State."""
+        if self._renderer is not None and not self._renderer.done():
+            self._dirty = True
+            return
+        self._dirty = False
+        self._renderer = asyncio.get_running_loop().create_task(self._render_until_clean())
+
+    async def settle(self) -> None:
+        """Wait until the bytes of the current State are rendered (tests, shutdown)."""
+        while self._renderer is not None and not self._renderer.done():
+            await asyncio.shield(self._renderer)
+
+    async def _render_until_clean(self) -> None:
+        while True:
+            self._dirty = False
+            if self._wanted:
+                try:
+                    await self._render_wanted()
+                except Exception:  # scrapes keep the previous bytes; the next publish retries
+                    log.exception("rendering the exposition failed")
+            if not self._dirty:
+                return
 
     async def _render_wanted(self) -> None:
         async with self._lock:  # one render at a time; a waiter finds the work done

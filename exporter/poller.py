@@ -90,7 +90,7 @@ class Poller:
         *,
         interval: float,
         timeout: float,
-        on_publish: Callable[[], Awaitable[None]],
+        on_publish: Callable[[], None],
         shard: tuple[int, int] | None = None,
         jitter: float | None = None,
     ) -> None:
@@ -162,17 +162,12 @@ class Poller:
                 self._running.discard(task)
             self.first_poll_attempted.set()
 
-    async def _on_missed_run_async(self, target: CompanyTarget) -> None:
-        if self.store.record_skipped_run(target) is not None:
-            log.warning("poll of company %r skipped: the previous poll is still running", target.label)
-            await self.on_publish()
-
     def _on_missed_run(self, event: JobExecutionEvent) -> None:
+        """APScheduler's listener (in the event loop): count a run that could not start."""
         target = self._targets.get(event.job_id)
-        if target is not None:
-            task = asyncio.get_running_loop().create_task(self._on_missed_run_async(target))
-            self._running.add(task)  # keep a reference until done; stop() cancels it too
-            task.add_done_callback(self._running.discard)
+        if target is not None and self.store.record_skipped_run(target) is not None:
+            log.warning("poll of company %r skipped: the previous poll is still running", target.label)
+            self.on_publish()
 
     async def _timed(
         self, target: CompanyTarget, call: Callable[[], Awaitable[T]]
@@ -196,7 +191,7 @@ class Poller:
         self._log_failure(target, reason, message)
         snapshot = self.store.state.company(target) or CompanySnapshot(target)
         self.store.put(snapshot.after_failure(reason, message, at=started_wall, duration=time.monotonic() - started))
-        await self.on_publish()
+        self.on_publish()
         return None
 
     def _log_failure(self, target: CompanyTarget, reason: str, message: str) -> None:
@@ -233,7 +228,7 @@ class Poller:
                 result.jobs, at=started_wall, duration=duration, invalid_records=result.invalid_records
             )
         )
-        await self.on_publish()
+        self.on_publish()
 
     def _unique_across_accounts(self, targets: list[CompanyTarget]) -> list[CompanyTarget]:
         """A company another account already polls is not polled twice; a label another
@@ -274,4 +269,4 @@ class Poller:
         self.store.remove(placeholder)
         for target in targets:
             self._schedule(target, self._poll_company)
-        await self.on_publish()
+        self.on_publish()

@@ -185,3 +185,17 @@ def test_help_names_the_poll_interval(openmetrics):
     assert "# HELP scene7_up 1 if the last poll of the company succeeded and is recent, else 0. " \
            "From a background poll of IPS every 60s." in text
     assert text.endswith("# EOF\n") == openmetrics
+
+
+async def test_a_scrape_during_a_render_gets_the_previous_bytes_whole():
+    store = Store()
+    first = polled(job("a_1", task("t", "Processing")))
+    store.put(first)
+    exposition = Exposition(store, max_age=180, interval=60, clock=lambda: NOW)
+    variant = Variant(TEXT_0_0_4, gzip=False)
+    old = await exposition.body(variant)  # a variant never asked for waits for its render
+    store.put(polled(job("b_1", task("t", "Processing")), previous=first))
+    assert await exposition.body(variant) == old  # served at once; the new State renders behind
+    await exposition.settle()
+    new = await exposition.body(variant)
+    assert b'job_name="b_1"' in new and b'job_name="a_1"' not in new
