@@ -8,15 +8,15 @@ max_age) keeps only its health series, with `scene7_up` 0.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.errors import ERROR_REASONS
-from exporter.models import JobState, TaskState
-from exporter.snapshot import CompanySnapshot, State
+from exporter.models import ActiveJob, JobState, TaskProgress, TaskState
+from exporter.snapshot import State
 
 TASK_STATES = tuple(state.value for state in TaskState)
 JOB_STATES = tuple(state.value for state in JobState)
@@ -57,86 +57,164 @@ METRIC_NAMES: frozenset[str] = frozenset(METRICS)
 Family = GaugeMetricFamily | CounterMetricFamily
 
 
+Sample = tuple[list[str], float]
+
+
 class SnapshotCollector(Collector):
-    """Yields the metric families of one State at time `now`."""
+    """Yields the metric families of one State at time `now`.
+
+    Families are built one at a time, each just before it is encoded, so a render holds the
+    samples of one family, not of all of them: at 10,000 jobs that is most of its memory.
+    """
 
     def __init__(self, state: State, *, now: float, max_age: float, interval: float) -> None:
         self.state = state
         self.now = now
         self.max_age = max_age
         self.poll_note = f" From a background poll of IPS every {interval:g}s."
+        self.fresh = [c for c in state.companies if not c.is_stale(now, max_age)]
+        self._fresh_ids = {id(c) for c in self.fresh}
 
-    def _families(self) -> dict[str, Family]:
-        families: dict[str, Family] = {}
-        for name, (kind, labels, text) in METRICS.items():
-            if kind == "counter":
-                families[name] = CounterMetricFamily(name, text + self.poll_note, labels=labels)
-            else:
-                families[name] = GaugeMetricFamily(name, text + self.poll_note, labels=labels)
-        return families
+    def _family(self, name: str) -> Family:
+        kind, labels, text = METRICS[name]
+        cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        return cls(name, text + self.poll_note, labels=labels)
 
     def describe(self) -> Iterator[Metric]:
-        yield from self._families().values()
+        for name in METRICS:
+            yield self._family(name)
 
     def collect(self) -> Iterator[Metric]:
-        families = self._families()
-        for company in self.state.companies:
-            self._health(families, company)
-            if not company.is_stale(self.now, self.max_age):
-                self._jobs(families, company)
-        families["scene7_series_dropped_total"].add_metric([], self.state.series_dropped_total)
-        families["scene7_exporter_build_info"].add_metric([__version__, platform.python_version()], 1)
-        yield from families.values()
-
-    def _health(self, f: dict[str, Family], company: CompanySnapshot) -> None:
-        label = [company.target.label]
-        fresh = not company.is_stale(self.now, self.max_age)
-        f["scene7_up"].add_metric(label, 1 if company.up and fresh else 0)
-        if company.poll_duration is not None:
-            f["scene7_poll_duration_seconds"].add_metric(label, company.poll_duration)
-        if company.fetched_at is not None:
-            f["scene7_last_successful_poll_timestamp_seconds"].add_metric(label, company.fetched_at)
-        f["scene7_polls_total"].add_metric(label, company.polls_total)
-        for reason in ERROR_REASONS:
-            f["scene7_poll_errors_total"].add_metric([*label, reason], company.errors_total.get(reason, 0))
-        f["scene7_invalid_records_total"].add_metric(label, company.invalid_records_total)
-        for (task_type, final_state), count in sorted(company.finished_total.items()):
-            f["scene7_tasks_finished_total"].add_metric([*label, task_type, final_state], count)
-
-    def _jobs(self, f: dict[str, Family], company: CompanySnapshot) -> None:
-        name = company.target.label
-        f["scene7_active_jobs"].add_metric([name], len(company.jobs))
-        tasks_by_state: dict[tuple[str, str], dict[str, int]] = {}
         per_job = self.state.per_job_series
-        seen_jobs: set[str] = set()
-        seen_tasks: set[tuple[str, str]] = set()
-        for job in company.jobs:
-            job_labels = [name, job.name, job.job_type]
-            if per_job and job.name not in seen_jobs:
-                seen_jobs.add(job.name)
-                f["scene7_job_info"].add_metric([*job_labels, job.original_name, job.server_name], 1)
-                current = job.known_state.value
-                for state in JOB_STATES:
-                    f["scene7_job_state"].add_metric([*job_labels, state], 1 if state == current else 0)
-                f["scene7_job_start_timestamp_seconds"].add_metric(job_labels, job.start_date.timestamp())
-            for task in job.task_progress_array:
-                state_counts = tasks_by_state.setdefault((job.job_type, task.task_type), {})
-                current = task.known_state.value
-                state_counts[current] = state_counts.get(current, 0) + 1
-                if not per_job or (job.name, task.task_type) in seen_tasks:
-                    continue  # a job name or task type repeated would duplicate series
-                seen_tasks.add((job.name, task.task_type))
-                task_labels = [*job_labels, task.task_type]
-                items = f["scene7_task_items"]
-                items.add_metric([*task_labels, "processed"], task.num_processed)
-                items.add_metric([*task_labels, "processing"], task.num_processing)
-                items.add_metric([*task_labels, "pending"], task.num_pending)
-                f["scene7_task_progress_ratio"].add_metric(task_labels, task.progress)
-                for state in TASK_STATES:
-                    f["scene7_task_state"].add_metric([*task_labels, state], 1 if state == current else 0)
-                f["scene7_task_last_progress_update_timestamp_seconds"].add_metric(
-                    task_labels, task.last_progress_update.timestamp()
-                )
-        for (job_type, task_type), counts in sorted(tasks_by_state.items()):
+        for name in METRICS:
+            if name in _PER_JOB and not per_job:
+                samples: Iterable[Sample] = ()
+            else:
+                samples = getattr(self, "_" + name.removeprefix("scene7_"))()
+            family = self._family(name)
+            for labels, value in samples:
+                family.add_metric(labels, value)
+            yield family
+
+    # -- per job and per task: unique jobs and tasks of fresh companies --------------------
+
+    def _unique_jobs(self) -> Iterator[tuple[str, ActiveJob]]:
+        for company in self.fresh:
+            seen: set[str] = set()  # a repeated job name would duplicate series
+            for job in company.jobs:
+                if job.name not in seen:
+                    seen.add(job.name)
+                    yield company.target.label, job
+
+    def _unique_tasks(self) -> Iterator[tuple[list[str], TaskProgress]]:
+        for company in self.fresh:
+            seen: set[tuple[str, str]] = set()
+            for job in company.jobs:
+                for task in job.task_progress_array:
+                    if (job.name, task.task_type) not in seen:
+                        seen.add((job.name, task.task_type))
+                        yield [company.target.label, job.name, job.job_type, task.task_type], task
+
+    def _task_items(self) -> Iterator[Sample]:
+        for labels, task in self._unique_tasks():
+            yield [*labels, "processed"], task.num_processed
+            yield [*labels, "processing"], task.num_processing
+            yield [*labels, "pending"], task.num_pending
+
+    def _task_progress_ratio(self) -> Iterator[Sample]:
+        for labels, task in self._unique_tasks():
+            yield labels, task.progress
+
+    def _task_state(self) -> Iterator[Sample]:
+        for labels, task in self._unique_tasks():
+            current = task.known_state.value
             for state in TASK_STATES:
-                f["scene7_tasks"].add_metric([name, job_type, task_type, state], counts.get(state, 0))
+                yield [*labels, state], 1 if state == current else 0
+
+    def _task_last_progress_update_timestamp_seconds(self) -> Iterator[Sample]:
+        for labels, task in self._unique_tasks():
+            yield labels, task.last_progress_update.timestamp()
+
+    def _job_info(self) -> Iterator[Sample]:
+        for company, job in self._unique_jobs():
+            yield [company, job.name, job.job_type, job.original_name, job.server_name], 1
+
+    def _job_state(self) -> Iterator[Sample]:
+        for company, job in self._unique_jobs():
+            current = job.known_state.value
+            for state in JOB_STATES:
+                yield [company, job.name, job.job_type, state], 1 if state == current else 0
+
+    def _job_start_timestamp_seconds(self) -> Iterator[Sample]:
+        for company, job in self._unique_jobs():
+            yield [company, job.name, job.job_type], job.start_date.timestamp()
+
+    # -- per company aggregates of fresh companies ------------------------------------------
+
+    def _tasks(self) -> Iterator[Sample]:
+        for company in self.fresh:
+            counts: dict[tuple[str, str], dict[str, int]] = {}
+            for job in company.jobs:
+                for task in job.task_progress_array:
+                    by_state = counts.setdefault((job.job_type, task.task_type), {})
+                    state = task.known_state.value
+                    by_state[state] = by_state.get(state, 0) + 1
+            for (job_type, task_type), by_state in sorted(counts.items()):
+                for state in TASK_STATES:
+                    yield [company.target.label, job_type, task_type, state], by_state.get(state, 0)
+
+    def _active_jobs(self) -> Iterator[Sample]:
+        for company in self.fresh:
+            yield [company.target.label], len(company.jobs)
+
+    # -- health of every company --------------------------------------------------------------
+
+    def _tasks_finished_total(self) -> Iterator[Sample]:
+        for company in self.state.companies:
+            for (task_type, final_state), count in sorted(company.finished_total.items()):
+                yield [company.target.label, task_type, final_state], count
+
+    def _up(self) -> Iterator[Sample]:
+        for company in self.state.companies:
+            yield [company.target.label], 1 if company.up and id(company) in self._fresh_ids else 0
+
+    def _poll_duration_seconds(self) -> Iterator[Sample]:
+        for company in self.state.companies:
+            if company.poll_duration is not None:
+                yield [company.target.label], company.poll_duration
+
+    def _last_successful_poll_timestamp_seconds(self) -> Iterator[Sample]:
+        for company in self.state.companies:
+            if company.fetched_at is not None:
+                yield [company.target.label], company.fetched_at
+
+    def _polls_total(self) -> Iterator[Sample]:
+        for company in self.state.companies:
+            yield [company.target.label], company.polls_total
+
+    def _poll_errors_total(self) -> Iterator[Sample]:
+        for company in self.state.companies:
+            for reason in ERROR_REASONS:
+                yield [company.target.label, reason], company.errors_total.get(reason, 0)
+
+    def _invalid_records_total(self) -> Iterator[Sample]:
+        for company in self.state.companies:
+            yield [company.target.label], company.invalid_records_total
+
+    def _series_dropped_total(self) -> Iterator[Sample]:
+        yield [], self.state.series_dropped_total
+
+    def _exporter_build_info(self) -> Iterator[Sample]:
+        yield [__version__, platform.python_version()], 1
+
+
+# Families left out when the max-series guard trips.
+_PER_JOB = frozenset({
+    "scene7_task_items",
+    "scene7_task_progress_ratio",
+    "scene7_task_state",
+    "scene7_task_last_progress_update_timestamp_seconds",
+    "scene7_job_info",
+    "scene7_job_state",
+    "scene7_job_start_timestamp_seconds",
+})
