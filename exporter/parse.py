@@ -141,10 +141,9 @@ def task_record(element: etree._Element, keep_items: bool = True) -> dict[str, A
     for child in element:
         name = local_name(child.tag)
         if name == "taskItemProgressArray":
-            items = list(iter_children(child, "items"))
-            record["itemCount"] = len(items)
+            record["itemCount"] = len(child)
             if keep_items:
-                record[name] = [_leaf_record(item) for item in items]
+                record[name] = [_leaf_record(item) for item in child]
         elif len(child) == 0:
             record[name] = child.text or ""
     return record
