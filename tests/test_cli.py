@@ -17,12 +17,12 @@ def test_demo_serves_lively_metrics_that_promtool_accepts(tmp_path):
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     with running("demo", args, tmp_path, lambda: http_ok(base + "/healthz")) as demo:
+        up = 'scene7_up{company="Acme Retail"} 1.0'
         text = wait_until(lambda: (r := httpx.get(base + "/metrics", timeout=5)).status_code == 200
-                          and "scene7_task_items{" in r.text and r.text, 20, "per-job metrics")
+                          and "scene7_task_items{" in r.text and up in r.text and r.text, 20, "per-job metrics")
         assert time.monotonic() - started < 20
         check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
         assert check.returncode == 0, check.stderr.decode()
-        assert 'scene7_up{company="Acme Retail"} 1.0' in text
         assert httpx.get(base + "/readyz", timeout=5).status_code == 200
         assert f"metrics at http://127.0.0.1:{port}/metrics" in demo.log()
 
