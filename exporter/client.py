@@ -151,14 +151,10 @@ class IpsClient:
         deadline = loop.time() + self.retry.deadline
         attempt = 0
         while True:
-            remaining = deadline - loop.time()
             try:
-                async with asyncio.timeout(remaining):
-                    return await self._attempt(operation, envelope, keep_items)
-            except TimeoutError:
-                error: IpsError = IpsTimeout(f"{operation}: no answer within the deadline")
+                return await self._attempt(operation, envelope, keep_items, deadline)
             except (IpsTimeout, IpsConnectionError) as exc:
-                error = exc
+                error: IpsError = exc
             except HttpStatusError as exc:
                 if not exc.transient:
                     raise
@@ -170,7 +166,17 @@ class IpsClient:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, operation: str, envelope: bytes, keep_items: bool) -> ResponseReader:
+    async def _attempt(
+        self, operation: str, envelope: bytes, keep_items: bool, deadline: float
+    ) -> ResponseReader:
+        """One request. The deadline is kept by httpx's own timeouts and a check between body
+        chunks, never by cancelling httpx mid-request: a cancelled request can leave its
+        connection checked out of the pool for good (httpcore), and a pool that fills up so
+        wedges every later poll."""
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise IpsTimeout(f"{operation}: no answer within the deadline")
         headers = {
             "Content-Type": SOAP11_CONTENT_TYPE,
             "SOAPAction": operation,
@@ -181,13 +187,16 @@ class IpsClient:
         received = 0
         try:
             async with self._http.stream(
-                "POST", self.endpoint, content=envelope, headers=headers
+                "POST", self.endpoint, content=envelope, headers=headers,
+                timeout=httpx.Timeout(min(self.retry.attempt_timeout, remaining)),
             ) as response:
                 content_type = response.headers.get("content-type", "")
                 if response.status_code >= 300 and "xml" not in content_type:
                     raise HttpStatusError(response.status_code, content_type.split(";")[0])
                 try:
                     async for chunk in response.aiter_bytes():
+                        if loop.time() > deadline:  # a trickle that never trips the read timeout
+                            raise IpsTimeout(f"{operation}: answer not complete within the deadline")
                         received += len(chunk)
                         if received > self.max_response_bytes:
                             raise OversizedResponse(

@@ -31,6 +31,7 @@ from exporter.snapshot import CompanySnapshot, CompanyTarget, Store
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAITING_JOBS_SINCE = "2014-04-03"
+BACKSTOP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,9 @@ class Poller:
         """Run one IPS call under the poll timeout; on failure publish it and return None."""
         started_wall, started = time.time(), time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout):
+            # The client keeps the poll timeout itself without cancelling requests; this is a
+            # backstop only, for a poll stuck anywhere else.
+            async with asyncio.timeout(self.timeout + BACKSTOP_SECONDS):
                 result = await call()
         except IpsError as exc:
             reason, message = exc.reason, str(exc)

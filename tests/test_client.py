@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -219,3 +220,22 @@ async def test_the_password_never_appears_in_errors_or_logs(caplog):
         await client.aclose()
     texts.append(caplog.text)
     assert all(PASSWORD not in text and "s3cr3t" not in text for text in texts)
+
+
+async def test_timed_out_polls_do_not_leak_pooled_connections():
+    """Many polls ending at their deadline under a hanging IPS must not use up a small pool."""
+    from exporter.simulator import SimulatorConfig, SimulatorServer
+
+    async with SimulatorServer(SimulatorConfig(jobs=5, companies=1)) as sim:
+        handle = sim.world.companies[0].handle
+        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=2))
+        retry = RetryPolicy(deadline=0.3, attempt_timeout=0.3, initial_backoff=0.01, max_backoff=0.02)
+        async with IpsClient(sim.url, "demo@example.com", "demo", retry=retry, transport=transport) as client:
+            sim.faults.set(kind="latency", latency=2.0)
+            for _ in range(5):
+                results = await asyncio.gather(*(client.get_active_jobs(handle) for _ in range(3)),
+                                               return_exceptions=True)
+                assert all(isinstance(r, IpsTimeout) for r in results), results
+            sim.faults.clear()
+            result = await client.get_active_jobs(handle)
+            assert result.jobs
