@@ -40,6 +40,9 @@ from exporter.soap import DEFAULT_API_VERSION, SOAP11_CONTENT_TYPE, AuthHeader, 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# A decoded gzip chunk can be a MB of XML, tens of ms of parsing: it is parsed in slices of
+# this size, with a turn of the event loop between them, so scrapes are served during a poll.
+FEED_SLICE = 64 * 1024
 T = TypeVar("T")
 
 
@@ -202,7 +205,9 @@ class IpsClient:
                             raise OversizedResponse(
                                 f"{operation}: answer larger than {self.max_response_bytes} bytes"
                             )
-                        reader.feed(chunk)
+                        for start in range(0, len(chunk), FEED_SLICE):
+                            reader.feed(chunk[start : start + FEED_SLICE])
+                            await asyncio.sleep(0)
                 except (httpx.RemoteProtocolError, httpx.DecodingError, httpx.ReadError) as exc:
                     raise MalformedResponse(f"{operation}: truncated answer ({type(exc).__name__})") from None
                 if response.status_code >= 300:
