@@ -1,0 +1,1085 @@
+#!/usr/bin/env python3
+"""Performance benchmark of issue 6: scrape latency, poll cost, memory and load, at 1,000 and
+10,000 active jobs of the IPS simulator, beside a naive baseline and a static-bytes limit.
+
+Every server runs in its own process: the simulator, the real exporter (`exporter.cli run`), the
+baseline (prometheus-client Gauges served by `start_http_server`) and the limit (the exporter's
+own bytes served from memory by `http.server`). Poll costs are measured in fresh processes so
+that ru_maxrss is the peak of that one poll. Run `python benchmarks/bench.py --help`; the
+figures are explained in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import http.client
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The exporter measured: this checkout, or a copy (to measure a change before making it).
+ROOT = Path(os.environ.get("SCENE7_BENCH_EXPORTER_ROOT") or Path(__file__).resolve().parent.parent).resolve()
+RESULTS = Path(__file__).resolve().parent / "results"
+USER, PASSWORD = "demo@example.com", "demo"
+MIB = 1024 * 1024
+CHUNK = 64 * 1024  # what httpx hands the reader per read, roughly
+GZIP, PLAIN = "gzip", "plain"
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as exc:  # retried until the deadline
+            last = exc
+        else:
+            if result:
+                return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}" + (f": {last!r}" if last else ""))
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in bytes."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def self_rss() -> int:
+    return proc_status(os.getpid())["VmRSS"]
+
+
+def peak_rss() -> int:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report its
+    # parent's peak.
+    return proc_status(os.getpid())["VmHWM"]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def python() -> str:
+    return sys.executable
+
+
+def self_command(*args: str) -> list[str]:
+    return [python(), str(Path(__file__).resolve()), *args]
+
+
+class Process:
+    """A child process logging to a file; stopped (TERM, then KILL) by `stop()`."""
+
+    def __init__(self, name: str, args: Sequence[str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            list(args), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def tail(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def running(name: str, args: Sequence[str], log_dir: Path, ready: Callable[[], Any],
+            timeout: float = 120.0) -> Iterator[Process]:
+    process = Process(name, args, log_dir)
+    try:
+        def is_ready() -> Any:
+            if process.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.proc.returncode}:\n{process.tail()}")
+            return ready()
+
+        try:
+            wait_until(is_ready, timeout, f"{name} to start")
+        except (TimeoutError, RuntimeError) as exc:
+            raise RuntimeError(f"{exc}\n--- {name} log ---\n{process.tail()}") from None
+        yield process
+    finally:
+        process.stop()
+
+
+def run_json(args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run a helper subcommand of this script; its last stdout line is a JSON object."""
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[2:4])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+# --------------------------------------------------------------------------- scraping
+
+
+def scrape(port: int, encoding: str, timeout: float = 120.0, path: str = "/metrics") -> tuple[float, bytes]:
+    """One scrape on a new connection, as Prometheus's text-format request without an Accept
+    header; returns (seconds from connect to the last body byte, the body as sent)."""
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Accept-Encoding": "gzip" if encoding == GZIP else "identity"})
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"scrape of :{port}{path} answered {response.status}")
+        if encoding == GZIP and response.getheader("Content-Encoding") != "gzip":
+            raise RuntimeError(f"scrape of :{port} did not gzip")
+    finally:
+        conn.close()
+    return time.perf_counter() - started, body
+
+
+def text_of(body: bytes) -> bytes:
+    return gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
+
+
+def family(text: bytes, name: str) -> dict[str, float]:
+    """Samples of one metric family of an exposition text: {labels: value}."""
+    start = text.find(b"# HELP " + name.encode() + b" ")
+    if start < 0:
+        return {}
+    end = text.find(b"\n# HELP ", start + 1)
+    block = text[start:] if end < 0 else text[start:end]
+    pattern = re.compile(rb"^" + re.escape(name.encode()) + rb"(\{[^\n]*\})? (\S+)$", re.M)
+    return {(m.group(1) or b"").decode(): float(m.group(2)) for m in pattern.finditer(block)}
+
+
+def series_count(text: bytes) -> int:
+    lines = text.count(b"\n") + (0 if text.endswith(b"\n") else 1)
+    comments = text.count(b"\n#") + (1 if text.startswith(b"#") else 0)
+    return lines - comments
+
+
+# --------------------------------------------------------------------------- helper processes
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """The baseline a user would write: Gauges set from one snapshot, served by
+    prometheus-client's start_http_server. Series and labels come from the exporter's
+    collector (so both expose the same families); serving never touches it."""
+    import prometheus_client
+
+    from exporter.client import IpsClient, RetryPolicy
+    from exporter.collector import METRICS, SnapshotCollector
+    from exporter.snapshot import CompanySnapshot, CompanyTarget, State
+
+    async def fetch() -> Any:
+        retry = RetryPolicy(deadline=120, attempt_timeout=120)
+        async with IpsClient(args.endpoint, USER, PASSWORD, retry=retry) as client:
+            return await client.get_active_jobs(args.company, keep_items=False)
+
+    started = time.perf_counter()
+    result = asyncio.run(fetch())
+    fetched = time.perf_counter()
+    snapshot = CompanySnapshot(CompanyTarget("bench", args.company, args.label)).after_success(
+        result.jobs, at=time.time(), duration=fetched - started, invalid_records=result.invalid_records
+    )
+    state = State((snapshot,), 1)
+    metrics: dict[str, Any] = {}
+    for name, (kind, labels, text) in METRICS.items():
+        if kind == "counter":
+            metrics[name] = prometheus_client.Counter(name.removesuffix("_total"), text, labels)
+        else:
+            metrics[name] = prometheus_client.Gauge(name, text, labels)
+    collector = SnapshotCollector(state, now=time.time(), max_age=3600, interval=5)
+    for metric_family in collector.collect():
+        target = metrics[metric_family.name if metric_family.type == "gauge" else metric_family.name + "_total"]
+        for sample in metric_family.samples:
+            child = target.labels(**sample.labels) if sample.labels else target
+            if metric_family.type == "counter":
+                child.inc(sample.value)
+            else:
+                child.set(sample.value)
+    port = free_port()
+    prometheus_client.start_http_server(port, addr="127.0.0.1")
+    print(json.dumps({"port": port, "jobs": len(result.jobs), "fetch_s": fetched - started,
+                      "set_gauges_s": time.perf_counter() - fetched}), flush=True)
+    threading.Event().wait()
+    return 0
+
+
+def cmd_limit(args: argparse.Namespace) -> int:
+    """The limit: the exporter's bytes served from memory by a minimal HTTP/1.0 handler. Each
+    response (head and body) is built once and written whole; the connection closes after it.
+    `--server asyncio` is a bare asyncio Protocol (one thread, like ours); `--server http.server`
+    the standard library's threading server (a thread per connection)."""
+    def response(body: bytes, encoding: str) -> bytes:
+        head = ["HTTP/1.0 200 OK", f"Content-Type: {args.content_type}", "Vary: Accept, Accept-Encoding",
+                f"Content-Length: {len(body)}"]
+        if encoding == GZIP:
+            head.append("Content-Encoding: gzip")
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+    responses = {PLAIN: response(Path(args.plain).read_bytes(), PLAIN),
+                 GZIP: response(Path(args.gzip).read_bytes(), GZIP)}
+
+    def choose(head: bytes) -> bytes:
+        for line in head.lower().split(b"\r\n"):
+            if line.startswith(b"accept-encoding:") and b"gzip" in line:
+                return responses[GZIP]
+        return responses[PLAIN]
+
+    if args.server == "asyncio":
+        class Serve(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                assert isinstance(transport, asyncio.Transport)
+                self.transport = transport
+                self.head = b""
+
+            def data_received(self, data: bytes) -> None:
+                self.head += data
+                end = self.head.find(b"\r\n\r\n")
+                if end >= 0:
+                    self.transport.write(choose(self.head[:end]))
+                    self.transport.close()  # once the buffer is flushed
+
+        async def serve() -> None:
+            server = await asyncio.get_running_loop().create_server(Serve, "127.0.0.1", 0, backlog=1024)
+            print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+            await server.serve_forever()
+
+        asyncio.run(serve())
+        return 0
+
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True
+
+        def do_GET(self) -> None:
+            self.wfile.write(responses[GZIP if "gzip" in self.headers.get("Accept-Encoding", "") else PLAIN])
+            self.close_connection = True
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 1024  # the default of 5 drops connections of 20 scrapers
+
+    server = Server(("127.0.0.1", 0), Handler)
+    print(json.dumps({"port": server.server_address[1]}), flush=True)
+    server.serve_forever()
+    return 0
+
+
+def _envelope(company: str) -> tuple[bytes, dict[str, str]]:
+    from exporter import APP_NAME, __version__
+    from exporter.soap import DEFAULT_API_VERSION, SOAP11_CONTENT_TYPE, AuthHeader, build_envelope
+
+    envelope = build_envelope("getActiveJobs", DEFAULT_API_VERSION, {"companyHandle": company},
+                              AuthHeader(USER, PASSWORD, APP_NAME, __version__))
+    headers = {"Content-Type": SOAP11_CONTENT_TYPE, "SOAPAction": "getActiveJobs",
+               "Accept-Encoding": "gzip", "User-Agent": f"{APP_NAME}/{__version__}"}
+    return envelope, headers
+
+
+def cmd_poll_ours(args: argparse.Namespace) -> int:
+    """One poll as the exporter makes it: IpsClient.get_active_jobs(keep_items=False) streamed
+    through the reader, then the company's snapshot built. Wall time and peak RSS."""
+    import tracemalloc
+
+    from exporter.client import IpsClient, RetryPolicy
+    from exporter.snapshot import CompanySnapshot, CompanyTarget
+
+    target = CompanyTarget("bench", args.company, "bench")
+
+    async def main() -> dict[str, Any]:
+        retry = RetryPolicy(deadline=120, attempt_timeout=120)
+        async with IpsClient(args.endpoint, USER, PASSWORD, retry=retry) as client:
+            base_rss, base_peak = self_rss(), peak_rss()
+            if args.trace:
+                tracemalloc.start()
+            started = time.perf_counter()
+            result = await client.get_active_jobs(args.company, keep_items=False)
+            snapshot = CompanySnapshot(target).after_success(
+                result.jobs, at=time.time(), duration=0.0, invalid_records=result.invalid_records
+            )
+            wall = time.perf_counter() - started
+            out = {"wall_s": wall, "base_rss": base_rss, "base_peak": base_peak, "peak_rss": peak_rss(),
+                   "rss_after": self_rss(), "jobs": len(snapshot.jobs),
+                   "tasks": sum(len(j.task_progress_array) for j in snapshot.jobs),
+                   "items": sum(t.item_count for j in snapshot.jobs for t in j.task_progress_array)}
+            if args.trace:
+                # Python heap the snapshot keeps (lxml's C buffers are not traced, and are freed).
+                out["retained_py_heap"], out["peak_py_heap"] = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+            return out
+
+    print(json.dumps(asyncio.run(main())), flush=True)
+    return 0
+
+
+def cmd_poll_limit(args: argparse.Namespace) -> int:
+    """The limit of a poll: the same request with httpx, each chunk fed to expat with no
+    handler (a parse that checks well-formedness and builds nothing)."""
+    import xml.parsers.expat
+
+    import httpx
+
+    envelope, headers = _envelope(args.company)
+
+    async def main() -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=120, trust_env=False) as client:
+            base_rss, base_peak = self_rss(), peak_rss()
+            parser = xml.parsers.expat.ParserCreate()
+            size = 0
+            saved: list[bytes] = []
+            started = time.perf_counter()
+            async with client.stream("POST", args.endpoint, content=envelope, headers=headers) as response:
+                response.raise_for_status()
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if args.parse:
+                        parser.Parse(chunk, False)
+                    if args.save:
+                        saved.append(chunk)
+                if args.parse:
+                    parser.Parse(b"", True)
+                wire = response.num_bytes_downloaded
+                encoding = response.headers.get("content-encoding", "identity")
+            wall = time.perf_counter() - started
+            if args.save:
+                Path(args.save).write_bytes(b"".join(saved))
+            return {"wall_s": wall, "base_rss": base_rss, "base_peak": base_peak, "peak_rss": peak_rss(),
+                    "bytes": size, "wire_bytes": wire, "content_encoding": encoding}
+
+    print(json.dumps(asyncio.run(main())), flush=True)
+    return 0
+
+
+def cmd_cpu(args: argparse.Namespace) -> int:
+    """Parse cost without the network, over one saved response, in 64 KiB chunks: the
+    exporter's reader + snapshot beside expat with no handler. Median of `reps` runs."""
+    import xml.parsers.expat
+
+    from exporter.parse import ResponseReader, check_job_array
+    from exporter.snapshot import CompanySnapshot, CompanyTarget
+    from exporter.soap import hardened_pull_parser
+
+    data = Path(args.file).read_bytes()
+    chunks = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+    target = CompanyTarget("bench", "c", "bench")
+
+    def ours() -> None:
+        reader = ResponseReader("getActiveJobs", keep_items=False)
+        for chunk in chunks:
+            reader.feed(chunk)
+        check_job_array(reader.close())
+        result = reader.result()
+        CompanySnapshot(target).after_success(result.jobs, at=0.0, duration=0.0, invalid_records=0)
+
+    def bare() -> None:
+        parser = xml.parsers.expat.ParserCreate()
+        for chunk in chunks:
+            parser.Parse(chunk, False)
+        parser.Parse(b"", True)
+
+    def lxml_only() -> None:
+        """Where ours starts from: the exporter's hardened lxml pull parser, each job freed
+        once parsed, nothing read from it."""
+        parser = hardened_pull_parser(tag="{*}items")
+        for chunk in chunks:
+            parser.feed(chunk)
+            for _event, element in parser.read_events():
+                parent = element.getparent()
+                if parent is not None and str(parent.tag).endswith("}jobArray"):
+                    element.clear()
+                    while element.getprevious() is not None:
+                        del parent[0]
+        parser.close()
+
+    times: dict[str, list[float]] = {"ours": [], "bare": [], "lxml_only": []}
+    for _ in range(args.reps):
+        for name, fn in (("ours", ours), ("bare", bare), ("lxml_only", lxml_only)):
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(ours)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    print(json.dumps({"ours_s": times["ours"], "bare_s": times["bare"], "lxml_only_s": times["lxml_only"],
+                      "bytes": len(data)}), flush=True)
+    return 0
+
+
+def cmd_load_worker(args: argparse.Namespace) -> int:
+    """`threads` scrapers, each scraping in a loop from `start_at` for `seconds`."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    end = args.start_at + args.seconds
+
+    def loop() -> None:
+        mine, bad = [], []
+        time.sleep(max(0.0, args.start_at - time.time()))
+        while time.time() < end:
+            try:
+                elapsed, _ = scrape(args.port, GZIP, timeout=30)
+                mine.append(elapsed)
+            except Exception as exc:  # counted and reported
+                bad.append(repr(exc))
+        with lock:
+            latencies.extend(mine)
+            errors.extend(bad)
+
+    threads = [threading.Thread(target=loop) for _ in range(args.threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"latencies": latencies, "errors": errors[:20], "error_count": len(errors)}), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class Bench:
+    jobs: int
+    reps: int
+    load_seconds: float
+    scrapers: int
+    workers: int
+    companies: int
+    seed: int
+    work: Path
+    limit_load_seconds: float
+    load_poll: tuple[float, float]
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def simulator(self) -> contextlib.AbstractContextManager[Process]:
+        self.sim_port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.sim_port}/scene7/services/IpsApiService"
+        args = [python(), "-m", "exporter.cli", "simulate", f"--web.listen-address=127.0.0.1:{self.sim_port}",
+                f"--jobs={self.jobs}", f"--companies={self.companies}", "--time-scale=1", f"--seed={self.seed}"]
+        return running(f"simulator-{self.jobs}", args, self.work, lambda: port_open(self.sim_port))
+
+    def discover(self) -> None:
+        """The company with the most active jobs (getCompanyMembership, then getActiveJobs)."""
+        from exporter.client import IpsClient, RetryPolicy
+
+        async def main() -> list[tuple[int, str, str, float]]:
+            retry = RetryPolicy(deadline=120, attempt_timeout=120)
+            async with IpsClient(self.endpoint, USER, PASSWORD, retry=retry) as client:
+                found = []
+                for membership in await client.get_company_memberships():
+                    company = membership.company
+                    started = time.perf_counter()
+                    result = await client.get_active_jobs(company.company_handle, keep_items=False)
+                    found.append((len(result.jobs), company.company_handle, company.name or company.company_handle,
+                                  time.perf_counter() - started))
+                return found
+
+        found = wait_until(lambda: asyncio.run(main()), 120, "the simulator to answer getActiveJobs", 1.0)
+        jobs, self.company, self.label, _ = max(found)
+        self.result["companies"] = [{"handle": h, "jobs": n} for n, h, _, _ in found]
+        self.result["active_jobs"] = jobs
+        log(f"{self.jobs} jobs: polling company {self.label!r} ({jobs} active jobs)")
+
+    def exporter(self, name: str, interval: str, timeout: str,
+                 max_age: str) -> contextlib.AbstractContextManager[Process]:
+        port = free_port()
+        config = self.work / f"{name}.yml"
+        config.write_text(
+            "accounts:\n"
+            f"  - {{name: bench, endpoint: '{self.endpoint}', user: {USER}, password: {PASSWORD}}}\n"
+            f"poll: {{interval: {interval}, timeout: {timeout}, max_age: {max_age}}}\n"
+            f"web: {{listen_address: '127.0.0.1:{port}'}}\n"
+            "log: {level: info}\n"
+        )
+        self.exporter_port = port
+        args = [python(), "-m", "exporter.cli", "run", f"--config.file={config}"]
+        return running(name, args, self.work, lambda: port_open(port))
+
+    def wait_polled(self, timeout: float) -> bytes:
+        """Until the exporter exports the company's jobs; returns that gzip scrape."""
+        def polled() -> bytes | None:
+            _, body = scrape(self.exporter_port, GZIP)
+            active = family(text_of(body), "scene7_active_jobs")
+            return body if active else None
+
+        body: bytes = wait_until(polled, timeout, "the exporter's first poll", 0.5)
+        return body
+
+    # ---- 1 and 3: scrape latency beside baseline and limit; RSS after a poll
+
+    def scrape_phase(self) -> None:
+        with self.exporter(f"exporter-quiet-{self.jobs}", "600s", "120s", "3600s") as ours:
+            self.wait_polled(180)
+            bodies = {}
+            # As Prometheus scrapes: gzip only. The first scrape of a variant renders it, the
+            # second is served from the cache.
+            _, bodies[GZIP] = scrape(self.exporter_port, GZIP)
+            time.sleep(1.0)
+            status = proc_status(ours.pid)
+            for _ in range(2):
+                _, bodies[PLAIN] = scrape(self.exporter_port, PLAIN)
+            _, bodies[GZIP] = scrape(self.exporter_port, GZIP)
+            time.sleep(1.0)
+            text = bodies[PLAIN]
+            self.result["exporter_rss"] = {"after_poll_and_render": status["VmRSS"], "peak": status["VmHWM"],
+                                           "with_plain_cached_too": proc_status(ours.pid)["VmRSS"]}
+            self.result["exposition"] = {
+                "series": series_count(text), "plain_bytes": len(text), "gzip_bytes": len(bodies[GZIP]),
+            }
+            (self.work / "plain.txt").write_bytes(bodies[PLAIN])
+            (self.work / "body.gz").write_bytes(bodies[GZIP])
+            log(f"{self.jobs} jobs: exposition {series_count(text)} series, {len(text) / MIB:.1f} MiB plain, "
+                f"{len(bodies[GZIP]) / MIB:.2f} MiB gzip; exporter RSS {status['VmRSS'] / MIB:.0f} MiB")
+
+            def first_json(log_path: Path, into: dict[str, Any]) -> bool:
+                lines = [line for line in log_path.read_text().splitlines() if line.startswith("{")]
+                if lines:
+                    into.update(json.loads(lines[0]))
+                return bool(lines)
+
+            base_args = self_command("_baseline", "--endpoint", self.endpoint, "--company", self.company,
+                                     "--label", self.label)
+
+            def limit_args(server: str) -> list[str]:
+                return self_command("_limit", "--plain", str(self.work / "plain.txt"),
+                                    "--gzip", str(self.work / "body.gz"), "--server", server,
+                                    "--content-type", "text/plain; version=0.0.4; charset=utf-8")
+
+            names = {"baseline": f"baseline-{self.jobs}", "limit_asyncio": f"limit-asyncio-{self.jobs}",
+                     "limit_http_server": f"limit-http-server-{self.jobs}"}
+            infos: dict[str, dict[str, Any]] = {name: {} for name in names}
+
+            def ready(name: str) -> Callable[[], bool]:
+                return lambda: first_json(self.work / f"{names[name]}.log", infos[name])
+
+            with running(names["baseline"], base_args, self.work, ready("baseline"), 240) as base, \
+                    running(names["limit_asyncio"], limit_args("asyncio"), self.work, ready("limit_asyncio")), \
+                    running(names["limit_http_server"], limit_args("http.server"), self.work,
+                            ready("limit_http_server")):
+                ports = {"ours": self.exporter_port, **{name: info["port"] for name, info in infos.items()}}
+                # Ours was scraped twice per variant above; the limits are warmed the same way. The
+                # baseline renders every scrape anew (a warm-up would only cost minutes at 10,000 jobs).
+                for _ in range(2):
+                    for encoding in (GZIP, PLAIN):
+                        scrape(ports["limit_asyncio"], encoding)
+                        scrape(ports["limit_http_server"], encoding)
+                sizes: dict[str, dict[str, int]] = {name: {} for name in ports}
+                base_text = b""
+                times: dict[str, dict[str, list[float]]] = {n: {GZIP: [], PLAIN: []} for n in ports}
+                # The fast servers are scraped three times per round: their medians are noisier.
+                for rep in range(self.reps * 3):
+                    order = [n for n in ports if n != "baseline" or rep % 3 == 0]
+                    order = order[rep % len(order):] + order[:rep % len(order)]
+                    for name in order:
+                        for encoding in (GZIP, PLAIN):
+                            elapsed, body = scrape(ports[name], encoding)
+                            times[name][encoding].append(elapsed)
+                            sizes[name][encoding] = len(body)
+                            if name == "baseline" and encoding == PLAIN:
+                                base_text = body
+                self.result["baseline_setup"] = {**infos["baseline"], "series": series_count(base_text),
+                                                 "rss": proc_status(base.pid)["VmRSS"]}
+                if self.limit_load_seconds > 0:
+                    self.result["load_limit"] = self.load(ports["limit_asyncio"], self.limit_load_seconds)
+                    log(f"{self.jobs} jobs: load on the limit: p50 {self.result['load_limit']['p50_s'] * 1000:.1f} ms, "
+                        f"p99 {self.result['load_limit']['p99_s'] * 1000:.1f} ms")
+            self.result["scrape"] = {
+                name: {enc: {"median_s": median(v), "runs_s": v, "body_bytes": sizes[name][enc]}
+                       for enc, v in by_enc.items()}
+                for name, by_enc in times.items()
+            }
+            for encoding in (GZIP, PLAIN):
+                ours_s = median(times["ours"][encoding])
+                limit = min(("limit_asyncio", "limit_http_server"), key=lambda n: median(times[n][encoding]))
+                self.result["scrape"][f"ratio_{encoding}"] = {
+                    "limit": limit,
+                    "limit_median_s": median(times[limit][encoding]),
+                    "ours_over_limit": ours_s / median(times[limit][encoding]),
+                    "baseline_over_ours": median(times["baseline"][encoding]) / ours_s,
+                }
+            log(f"{self.jobs} jobs: scrape medians (ms) " + ", ".join(
+                f"{n} {enc} {median(times[n][enc]) * 1000:.1f}" for n in ports for enc in (GZIP, PLAIN)))
+
+    # ---- 2: poll cost
+
+    def poll_phase(self) -> None:
+        ours_runs, limit_runs, fetch_runs = [], [], []
+        response = self.work / f"response-{self.jobs}.xml"
+        run_json(self_command("_poll-limit", "--endpoint", self.endpoint, "--company", self.company,
+                              "--save", str(response)), 180)
+        for _ in range(self.reps):
+            limit_runs.append(run_json(self_command(
+                "_poll-limit", "--endpoint", self.endpoint, "--company", self.company, "--parse"), 180))
+            ours_runs.append(run_json(self_command(
+                "_poll-ours", "--endpoint", self.endpoint, "--company", self.company), 180))
+            fetch_runs.append(run_json(self_command(
+                "_poll-limit", "--endpoint", self.endpoint, "--company", self.company), 180))
+        traced = run_json(self_command("_poll-ours", "--endpoint", self.endpoint, "--company", self.company,
+                                       "--trace"), 300)
+        cpu = run_json(self_command("_cpu", "--file", str(response), "--reps", str(self.reps)), 300)
+        size = median([r["bytes"] for r in limit_runs])
+        ours_wall = median([r["wall_s"] for r in ours_runs])
+        limit_wall = median([r["wall_s"] for r in limit_runs])
+        peak_delta = median([r["peak_rss"] - r["base_rss"] for r in ours_runs])
+        self.result["poll"] = {
+            "response_bytes": size,
+            "response_wire_bytes": median([r["wire_bytes"] for r in limit_runs]),
+            "content_encoding": limit_runs[0]["content_encoding"],
+            "jobs": ours_runs[0]["jobs"], "tasks": ours_runs[0]["tasks"], "items": ours_runs[0]["items"],
+            "ours": {"median_wall_s": ours_wall, "runs_s": [r["wall_s"] for r in ours_runs],
+                     "median_peak_rss": median([r["peak_rss"] for r in ours_runs]),
+                     "median_base_rss": median([r["base_rss"] for r in ours_runs]),
+                     "median_peak_rss_delta": peak_delta,
+                     "retained_py_heap": traced["retained_py_heap"], "peak_py_heap_traced": traced["peak_py_heap"]},
+            "limit": {"parser": "pyexpat, no handlers, fed each chunk as httpx yields it",
+                      "median_wall_s": limit_wall, "runs_s": [r["wall_s"] for r in limit_runs],
+                      "median_peak_rss_delta": median([r["peak_rss"] - r["base_rss"] for r in limit_runs])},
+            "fetch_only": {"median_wall_s": median([r["wall_s"] for r in fetch_runs]),
+                           "runs_s": [r["wall_s"] for r in fetch_runs]},
+            "ours_over_limit": ours_wall / limit_wall,
+            "cpu_only": {"ours_median_s": median(cpu["ours_s"]), "bare_median_s": median(cpu["bare_s"]),
+                         "lxml_only_median_s": median(cpu["lxml_only_s"]),
+                         "lxml_only_over_bare": median(cpu["lxml_only_s"]) / median(cpu["bare_s"]),
+                         "ours_over_bare": median(cpu["ours_s"]) / median(cpu["bare_s"]),
+                         "chunk_bytes": CHUNK},
+        }
+        log(f"{self.jobs} jobs: poll {ours_wall:.2f}s (limit {limit_wall:.2f}s, fetch only "
+            f"{self.result['poll']['fetch_only']['median_wall_s']:.2f}s), response {size / 1e6:.1f} MB, "
+            f"peak RSS delta {peak_delta / MIB:.0f} MiB; CPU only ours {median(cpu['ours_s']):.2f}s "
+            f"bare {median(cpu['bare_s']):.3f}s")
+
+    # ---- 4: load
+
+    def load(self, port: int, seconds: float) -> dict[str, Any]:
+        """`scrapers` threads over `workers` processes, scraping `port` with gzip in a loop."""
+        start_at = time.time() + 2.0
+        per_worker = [self.scrapers // self.workers + (i < self.scrapers % self.workers) for i in range(self.workers)]
+        procs = [subprocess.Popen(self_command("_load-worker", "--port", str(port), "--threads", str(n),
+                                               "--seconds", str(seconds), "--start-at", str(start_at)),
+                                  stdout=subprocess.PIPE, text=True, cwd=ROOT) for n in per_worker]
+        outputs = [p.communicate(timeout=seconds + 120)[0] for p in procs]
+        latencies: list[float] = []
+        errors: list[str] = []
+        for out in outputs:
+            data = json.loads(out.strip().splitlines()[-1])
+            latencies.extend(data["latencies"])
+            errors.extend(data["errors"])
+        return {"scrapers": self.scrapers, "processes": self.workers, "seconds": seconds,
+                "scrapes": len(latencies), "scrape_errors": len(errors), "error_samples": errors[:5],
+                "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99), "max_s": max(latencies)}
+
+    def load_phase(self) -> None:
+        interval, timeout = self.load_poll
+        with self.exporter(f"exporter-load-{self.jobs}", f"{interval:g}s", f"{timeout:g}s", "60s") as ours:
+            try:
+                self.wait_polled(90)
+                polled_before_load = True
+            except TimeoutError:
+                polled_before_load = False  # measured anyway: the failures are the finding
+            for _ in range(2):
+                scrape(self.exporter_port, GZIP)
+            stop = threading.Event()
+            polls: dict[float, float] = {}  # poll start (wall) -> its duration, as exported
+            rss_max = [0]
+
+            def health() -> dict[str, Any]:
+                text = text_of(scrape(self.exporter_port, GZIP)[1])
+                return {"polls": sum(family(text, "scene7_polls_total").values()),
+                        "errors": {k: v for k, v in family(text, "scene7_poll_errors_total").items() if v},
+                        "last": max(family(text, "scene7_last_successful_poll_timestamp_seconds").values(),
+                                    default=0.0),
+                        "duration": max(family(text, "scene7_poll_duration_seconds").values(), default=0.0)}
+
+            def monitor() -> None:
+                next_sample = 0.0
+                while not stop.wait(0.25):
+                    rss_max[0] = max(rss_max[0], proc_status(ours.pid)["VmRSS"])
+                    if time.monotonic() >= next_sample:
+                        next_sample = time.monotonic() + 2.0
+                        with contextlib.suppress(Exception):
+                            h = health()
+                            polls.setdefault(h["last"], h["duration"])
+
+            before = health()
+            polls[before["last"]] = before["duration"]
+            watcher = threading.Thread(target=monitor)
+            watcher.start()
+            try:
+                result = self.load(self.exporter_port, self.load_seconds)
+            finally:
+                stop.set()
+                watcher.join()
+            after = health()
+            polls.setdefault(after["last"], after["duration"])
+            hwm = proc_status(ours.pid)["VmHWM"]
+        starts = sorted(t for t in polls if t >= before["last"] and t > 0)
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        jitter = min(interval / 10, 5.0)  # the poller's
+        late = [g for g in gaps if g > interval + jitter + 0.5]
+        error_delta = {k: v - before["errors"].get(k, 0) for k, v in after["errors"].items()
+                       if v - before["errors"].get(k, 0)}
+        skipped = sum(v for k, v in error_delta.items() if 'reason="skipped"' in k)
+        self.result["load"] = {
+            **result, "poll_interval_s": interval, "poll_timeout_s": timeout,
+            "polled_before_load": polled_before_load,
+            "polls": after["polls"] - before["polls"], "poll_errors": error_delta, "skipped": skipped,
+            "failed": sum(error_delta.values()) - skipped,
+            "successful_poll_starts_seen": len(starts) - 1, "poll_start_gaps_s": gaps, "late_polls": len(late),
+            "successful_poll_durations_s": [polls[t] for t in starts[1:]],
+            "exporter_rss_max_sampled": rss_max[0], "exporter_rss_peak": hwm,
+        }
+        log(f"{self.jobs} jobs: load {result['scrapes']} scrapes, p50 {result['p50_s'] * 1000:.1f} ms, "
+            f"p99 {result['p99_s'] * 1000:.1f} ms, max {result['max_s'] * 1000:.0f} ms; "
+            f"polls {after['polls'] - before['polls']:g}, errors {error_delta}, late {len(late)}")
+
+    def run(self) -> dict[str, Any]:
+        self.result["simulator_jobs_flag"] = self.jobs
+        with self.simulator() as sim:
+            self.discover()
+            self.scrape_phase()
+            self.poll_phase()
+            self.load_phase()
+            self.result["simulator_rss"] = proc_status(sim.pid)["VmRSS"]
+        return self.result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    import lxml.etree
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    mem = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+               if line.startswith("MemTotal"))
+    return {
+        "nproc": len(os.sched_getaffinity(0)), "cpu_model": model, "memory_bytes": mem,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "lxml": ".".join(map(str, lxml.etree.LXML_VERSION)), "libxml2": ".".join(map(str, lxml.etree.LIBXML_VERSION)),
+        "prometheus_client": version("prometheus-client"), "httpx": version("httpx"), "pydantic": version("pydantic"),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "exporter_root": str(ROOT), "exporter_sources_sha256": sources_digest(),
+    }
+
+
+def sources_digest() -> str:
+    """What was measured: a digest of the exporter's sources (the tree changes quickly)."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "exporter").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def targets(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    big = runs[max(runs, key=int)]
+    small = runs[min(runs, key=int)]
+    scrape, poll, load = big["scrape"], big["poll"], big["load"]
+    transient = poll["ours"]["median_peak_rss_delta"] - poll["ours"]["retained_py_heap"]
+    rows = [
+        ("scrape gzip within 2x of the static-bytes limit", "ours/limit <= 2",
+         scrape["ratio_gzip"]["ours_over_limit"], scrape["ratio_gzip"]["ours_over_limit"] <= 2, "x"),
+        ("scrape plain within 2x of the static-bytes limit", "ours/limit <= 2",
+         scrape["ratio_plain"]["ours_over_limit"], scrape["ratio_plain"]["ours_over_limit"] <= 2, "x"),
+        ("scrape gzip at least 50x faster than the baseline", "baseline/ours >= 50",
+         scrape["ratio_gzip"]["baseline_over_ours"], scrape["ratio_gzip"]["baseline_over_ours"] >= 50, "x"),
+        ("scrape plain at least 50x faster than the baseline", "baseline/ours >= 50",
+         scrape["ratio_plain"]["baseline_over_ours"], scrape["ratio_plain"]["baseline_over_ours"] >= 50, "x"),
+        ("poll: fetch+parse+snapshot within 3x of fetch+bare parse", "ours/limit <= 3",
+         poll["ours_over_limit"], poll["ours_over_limit"] <= 3, "x"),
+        ("poll, CPU only (no network): parse+snapshot within 3x of bare parse", "ours/bare <= 3",
+         poll["cpu_only"]["ours_over_bare"], poll["cpu_only"]["ours_over_bare"] <= 3, "x"),
+        ("peak RSS of a poll process below 250 MiB", "< 250 MiB",
+         poll["ours"]["median_peak_rss"] / MIB, poll["ours"]["median_peak_rss"] < 250 * MIB, "MiB"),
+        ("peak RSS of the exporter under load below 250 MiB", "< 250 MiB",
+         load["exporter_rss_peak"] / MIB, load["exporter_rss_peak"] < 250 * MIB, "MiB"),
+        ("streaming: poll peak beyond the kept result < 25% of the response",
+         f"< {0.25 * poll['response_bytes'] / MIB:.0f} MiB", transient / MIB,
+         transient < 0.25 * poll["response_bytes"], "MiB"),
+        ("RSS of the exporter at 10,000 jobs below 150 MiB", "< 150 MiB",
+         big["exporter_rss"]["after_poll_and_render"] / MIB, big["exporter_rss"]["after_poll_and_render"] < 150 * MIB,
+         "MiB"),
+        ("under load: scrape p99 below 50 ms", "< 50 ms", load["p99_s"] * 1000, load["p99_s"] < 0.05, "ms"),
+        ("under load: no skipped poll", "0", load["skipped"], load["skipped"] == 0, ""),
+        ("under load: no failed or late poll", "0", load["failed"] + load["late_polls"],
+         load["failed"] + load["late_polls"] == 0, ""),
+    ]
+    out = [{"target": t, "goal": g, "measured": round(m, 3), "unit": u, "met": bool(ok)} for t, g, m, ok, u in rows]
+    out.append({"target": "peak RSS delta of a poll, 1,000 vs 10,000 jobs (information)", "goal": "-",
+                "measured": [round(small["poll"]["ours"]["median_peak_rss_delta"] / MIB, 1),
+                             round(poll["ours"]["median_peak_rss_delta"] / MIB, 1)], "unit": "MiB", "met": None})
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    runs = report["runs"]
+    sizes = sorted(runs, key=int)
+    m, st = report["machine"], report["settings"]
+
+    def row(label: str, get: Callable[[dict[str, Any]], str]) -> str:
+        cells = []
+        for size in sizes:
+            try:
+                cells.append(get(runs[size]))
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                cells.append("n/a")
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+    def latencies(load: dict[str, Any]) -> str:
+        return f"{ms(load['p50_s'])} / {ms(load['p99_s'])} / {ms(load['max_s'])}"
+
+    def reasons(load: dict[str, Any]) -> str:
+        found = {m.group(1) for k in load["poll_errors"] if (m := re.search(r'reason="(\w+)"', k))}
+        return ", ".join(sorted(found)) or "-"
+
+    def sc(name: str, enc: str) -> Callable[[dict[str, Any]], str]:
+        return lambda r: ms(r["scrape"][name][enc]["median_s"])
+
+    lines = [
+        "# Benchmark results (issue 6)",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_bytes'] / 2**30:.1f} GiB, Python {m['python']}, "
+        f"lxml {m['lxml']} (libxml2 {m['libxml2']}), prometheus-client {m['prometheus_client']}, "
+        f"httpx {m['httpx']}, pydantic {m['pydantic']}. Run {m['date']}, took {report['elapsed_s']:.0f} s; "
+        f"load average at start {' '.join(m['loadavg_at_start'])}, at end {' '.join(report['loadavg_at_end'])}. "
+        f"Exporter sources {m['exporter_sources_sha256']} (sha256 of exporter/**/*.py).",
+        f"Medians of {report['settings']['reps']} repetitions; the simulator and every server run in their own "
+        "process on 127.0.0.1. See benchmarks/README.md for what each figure means.",
+        "",
+        "| | " + " | ".join(f"{int(s):,} jobs" for s in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+        row("active jobs / tasks / item entries (polled company)",
+            lambda r: f"{r['poll']['jobs']:,} / {r['poll']['tasks']:,} / {r['poll']['items']:,}"),
+        row("exposition: series, plain, gzip",
+            lambda r: f"{r['exposition']['series']:,}, {r['exposition']['plain_bytes'] / MIB:.1f} MiB, "
+                      f"{r['exposition']['gzip_bytes'] / MIB:.2f} MiB"),
+        row("**1. scrape gzip**: ours", sc("ours", GZIP)),
+        row("scrape gzip: limit, asyncio / http.server", lambda r: f"{sc('limit_asyncio', GZIP)(r)} / "
+                                                                   f"{sc('limit_http_server', GZIP)(r)}"),
+        row("scrape gzip: baseline (Gauges + start_http_server)", sc("baseline", GZIP)),
+        row("scrape gzip: ours / limit (the faster)", lambda r: f"{r['scrape']['ratio_gzip']['ours_over_limit']:.2f}x"),
+        row("scrape gzip: baseline / ours", lambda r: f"{r['scrape']['ratio_gzip']['baseline_over_ours']:.0f}x"),
+        row("**1. scrape plain**: ours", sc("ours", PLAIN)),
+        row("scrape plain: limit, asyncio / http.server", lambda r: f"{sc('limit_asyncio', PLAIN)(r)} / "
+                                                                    f"{sc('limit_http_server', PLAIN)(r)}"),
+        row("scrape plain: baseline", sc("baseline", PLAIN)),
+        row("scrape plain: ours / limit (the faster)",
+            lambda r: f"{r['scrape']['ratio_plain']['ours_over_limit']:.2f}x"),
+        row("scrape plain: baseline / ours", lambda r: f"{r['scrape']['ratio_plain']['baseline_over_ours']:.0f}x"),
+        row("**2. poll**: response size (decoded; on the wire)",
+            lambda r: f"{r['poll']['response_bytes'] / 1e6:.1f} MB; {r['poll']['response_wire_bytes'] / 1e6:.1f} MB "
+                      f"({r['poll']['content_encoding']})"),
+        row("poll wall: ours (fetch + parse + snapshot)", lambda r: ms(r["poll"]["ours"]["median_wall_s"])),
+        row("poll wall: limit (fetch + expat, no handlers)", lambda r: ms(r["poll"]["limit"]["median_wall_s"])),
+        row("poll wall: fetch only (simulator + transfer)", lambda r: ms(r["poll"]["fetch_only"]["median_wall_s"])),
+        row("poll: ours / limit", lambda r: f"{r['poll']['ours_over_limit']:.2f}x"),
+        row("poll CPU only (saved bytes): ours / bare",
+            lambda r: f"{ms(r['poll']['cpu_only']['ours_median_s'])} / {ms(r['poll']['cpu_only']['bare_median_s'])}"
+                      f" = {r['poll']['cpu_only']['ours_over_bare']:.1f}x"),
+        row("poll CPU only: lxml pull parser alone (no records, no models)",
+            lambda r: f"{ms(r['poll']['cpu_only']['lxml_only_median_s'])} = "
+                      f"{r['poll']['cpu_only']['lxml_only_over_bare']:.1f}x bare"),
+        row("poll peak RSS (process) / delta over idle",
+            lambda r: f"{r['poll']['ours']['median_peak_rss'] / MIB:.0f} / "
+                      f"{r['poll']['ours']['median_peak_rss_delta'] / MIB:.0f} MiB"),
+        row("poll: Python heap kept by the snapshot",
+            lambda r: f"{r['poll']['ours']['retained_py_heap'] / MIB:.0f} MiB"),
+        row("limit poll: peak RSS delta", lambda r: f"{r['poll']['limit']['median_peak_rss_delta'] / MIB:.0f} MiB"),
+        row("**3. exporter RSS** after a poll, gzip rendered (peak so far)",
+            lambda r: f"{r['exporter_rss']['after_poll_and_render'] / MIB:.0f} MiB "
+                      f"({r['exporter_rss']['peak'] / MIB:.0f} MiB)"),
+        row("exporter RSS once plain is rendered too",
+            lambda r: f"{r['exporter_rss']['with_plain_cached_too'] / MIB:.0f} MiB"),
+        row("baseline process RSS", lambda r: f"{r['baseline_setup']['rss'] / MIB:.0f} MiB"),
+        row("load on the limit (static bytes, no polls): p50 / p99 / max",
+            lambda r: latencies(r["load_limit"])),
+        row(f"**4. load** ({st['scrapers']} scrapers, {st['load_seconds']:g} s, polls every "
+            f"{st['load_poll']['interval_s']:g} s, timeout {st['load_poll']['timeout_s']:g} s): scrapes",
+            lambda r: f"{r['load']['scrapes']:,} ({r['load']['scrape_errors']} errors)"),
+        row("load: scrape p50 / p99 / max", lambda r: latencies(r["load"])),
+        row("load: polls / skipped / failed (reasons) / late",
+            lambda r: f"{r['load']['polls']:g} / {r['load']['skipped']:g} / {r['load']['failed']:g} "
+                      f"({reasons(r['load'])}) / {r['load']['late_polls']}"),
+        row("load: durations of the successful polls seen",
+            lambda r: ", ".join(f"{d:.2f}" for d in r["load"]["successful_poll_durations_s"]) + " s"
+            if r["load"]["successful_poll_durations_s"] else "none"),
+        row("load: exporter peak RSS", lambda r: f"{r['load']['exporter_rss_peak'] / MIB:.0f} MiB"),
+        "",
+        f"## Targets ({int(sizes[-1]):,} jobs, {m['nproc']} CPUs)",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---|---|",
+    ]
+    for t in report.get("targets", []):
+        met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {t['goal']} | {t['measured']} {t['unit']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    sizes = [int(s) for s in args.jobs.split(",")]
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "settings": {"jobs": sizes, "reps": args.reps, "load_seconds": args.load_seconds,
+                     "limit_load_seconds": args.limit_load_seconds,
+                     "load_poll": {"interval_s": args.load_interval, "timeout_s": args.load_timeout},
+                     "scrapers": args.scrapers, "companies": args.companies, "seed": args.seed},
+        "runs": {},
+    }
+    work = Path(tempfile.mkdtemp(prefix="scene7-bench-"))
+    log(f"work directory {work}; measuring the exporter in {ROOT}")
+    if float(report["machine"]["loadavg_at_start"][0]) > 0.5:
+        log(f"warning: load average {report['machine']['loadavg_at_start'][0]}: the machine is not idle")
+    try:
+        for size in sizes:
+            bench = Bench(size, args.reps, args.load_seconds, args.scrapers, args.workers, args.companies,
+                          args.seed, work, args.limit_load_seconds, (args.load_interval, args.load_timeout))
+            report["runs"][str(size)] = bench.run()
+        if len(sizes) > 1:
+            report["targets"] = targets(report["runs"])
+    finally:
+        report["elapsed_s"] = time.monotonic() - started
+        report["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+        if report["runs"]:
+            (out / "latest.md").write_text(markdown(report))
+        if args.keep:
+            log(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    log(f"done in {report['elapsed_s']:.0f} s: {out / 'latest.md'}")
+    print((out / "latest.md").read_text())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="the whole benchmark (the default)")
+    run.add_argument("--jobs", default="1000,10000", help="active job counts, comma-separated")
+    run.add_argument("--reps", type=int, default=5, help="repetitions per timed figure (median reported)")
+    run.add_argument("--load-seconds", type=float, default=30.0)
+    run.add_argument("--limit-load-seconds", type=float, default=15.0,
+                     help="the same load on the static-bytes limit, for reference (0: skip)")
+    run.add_argument("--load-interval", type=float, default=5.0, help="poll interval of the load test (s)")
+    run.add_argument("--load-timeout", type=float, default=4.0, help="poll timeout of the load test (s)")
+    run.add_argument("--scrapers", type=int, default=20, help="concurrent scrapers of the load test")
+    run.add_argument("--workers", type=int, default=4, help="processes the scrapers are spread over")
+    run.add_argument("--companies", type=int, default=1, help="simulated companies (the biggest is polled)")
+    run.add_argument("--seed", type=int, default=6)
+    run.add_argument("--out", default=str(RESULTS), help="where latest.md and latest.json go")
+    run.add_argument("--keep", action="store_true", help="keep the work directory (process logs)")
+
+    baseline = sub.add_parser("_baseline")
+    poll_ours = sub.add_parser("_poll-ours")
+    poll_limit = sub.add_parser("_poll-limit")
+    for p in (baseline, poll_ours, poll_limit):
+        p.add_argument("--endpoint", required=True)
+        p.add_argument("--company", required=True)
+    baseline.add_argument("--label", required=True)
+    poll_ours.add_argument("--trace", action="store_true")
+    poll_limit.add_argument("--parse", action="store_true")
+    poll_limit.add_argument("--save")
+    limit = sub.add_parser("_limit")
+    limit.add_argument("--plain", required=True)
+    limit.add_argument("--gzip", required=True)
+    limit.add_argument("--content-type", required=True)
+    limit.add_argument("--server", choices=["asyncio", "http.server"], default="asyncio")
+    cpu = sub.add_parser("_cpu")
+    cpu.add_argument("--file", required=True)
+    cpu.add_argument("--reps", type=int, default=5)
+    cpu.add_argument("--profile", action="store_true")
+    worker = sub.add_parser("_load-worker")
+    worker.add_argument("--port", type=int, required=True)
+    worker.add_argument("--threads", type=int, required=True)
+    worker.add_argument("--seconds", type=float, required=True)
+    worker.add_argument("--start-at", type=float, required=True)
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("--"):
+        argv.insert(0, "run")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": cmd_run, "_baseline": cmd_baseline, "_limit": cmd_limit, "_poll-ours": cmd_poll_ours,
+        "_poll-limit": cmd_poll_limit, "_cpu": cmd_cpu, "_load-worker": cmd_load_worker,
+    }
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
