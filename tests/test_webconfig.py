@@ -545,3 +545,41 @@ def test_passwords_over_72_bytes_are_refused() -> None:
 def test_htpasswd_2y_hashes_work() -> None:
     auth = BasicAuth({"alice": hashed("pw", b"2b").replace("$2b$", "$2y$").encode()})
     assert auth.check(header("alice", b"pw"))
+
+
+async def test_ips_certificates_are_verified_unless_told_otherwise(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    """Outbound: a self-signed IPS is refused by default, accepted with its CA as `ca_file`,
+    and with `insecure_skip_verify` only with a warning."""
+    import logging
+
+    from exporter.app import make_client
+    from exporter.client import IpsClient
+    from exporter.config import AccountConfig, PollConfig, Settings
+    from exporter.errors import IpsConnectionError
+    from exporter.simulator import Simulator, SimulatorConfig
+
+    simulator = Simulator(SimulatorConfig(jobs=3, companies=1))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(pki.server_cert, pki.server_key)
+    server = HttpServer(simulator.handle, "127.0.0.1", 0, ssl_context=server_context,
+                        methods=frozenset({"POST"}), max_body_bytes=1 << 20)
+    await server.start()
+    endpoint = f"https://127.0.0.1:{server.port}/scene7/services/IpsApiService"
+
+    def client(**tls: object) -> IpsClient:
+        account = AccountConfig(endpoint=endpoint, user="demo@example.com", password="demo", **tls)  # type: ignore[arg-type]
+        return make_client(account, Settings(accounts=[account], poll=PollConfig(interval=5, timeout=2)))
+
+    try:
+        caplog.set_level(logging.WARNING)
+        async with client() as default:
+            with pytest.raises(IpsConnectionError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+                await default.get_company_memberships()
+        async with client(ca_file=pki.ca) as trusting:
+            assert await trusting.get_company_memberships()
+        assert "NOT verified" not in caplog.text
+        async with client(insecure_skip_verify=True) as insecure:
+            assert await insecure.get_company_memberships()
+        assert "NOT verified" in caplog.text
+    finally:
+        await server.close()
