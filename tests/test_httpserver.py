@@ -412,3 +412,22 @@ async def test_expect_100_continue() -> None:
         writer.close()
     finally:
         await srv.close()
+
+
+async def test_a_body_of_several_megabytes_arrives_whole_on_a_kept_alive_connection() -> None:
+    body = bytes(range(256)) * 20_000 + b"tail"  # 5 MB, written in slices without copies
+
+    async def handler(request: Request) -> Response:
+        return Response(200, body, "application/octet-stream")
+
+    server = HttpServer(handler, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(2):
+                response = await client.get(f"http://127.0.0.1:{server.port}/x")
+                assert response.content == body
+            head = await client.head(f"http://127.0.0.1:{server.port}/x")
+            assert head.headers["content-length"] == str(len(body)) and head.content == b""
+    finally:
+        await server.close()
