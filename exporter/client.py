@@ -27,15 +27,10 @@ from exporter.errors import (
     MalformedResponse,
     OversizedResponse,
 )
-from exporter.models import Company, CompanyMembership
-from exporter.parse import (
-    ActiveJobsResult,
-    ResponseReader,
-    check_job_array,
-    companies_from_membership,
-    company_from_info,
-)
-from exporter.soap import DEFAULT_API_VERSION, SOAP11_CONTENT_TYPE, AuthHeader, build_envelope
+from exporter.models import CompanyMembership
+from exporter.parse import ActiveJobsResult, ResponseReader, check_job_array, companies_from_membership
+from exporter.soap import SOAP11_CONTENT_TYPE, AuthHeader, build_envelope
+from exporter.versions import DEFAULT_API_VERSION, ApiVersion
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +76,7 @@ class IpsClient:
     ) -> None:
         self.endpoint = endpoint
         self.api_version = api_version
+        self.version = ApiVersion(api_version)
         self.retry = retry or RetryPolicy()
         self.max_response_bytes = max_response_bytes
         self._auth = AuthHeader(user, password, APP_NAME, __version__)
@@ -109,30 +105,18 @@ class IpsClient:
         reader = await self._call("getCompanyMembership", {})
         return companies_from_membership(reader.close())
 
-    async def get_company_info(
-        self, *, company_handle: str | None = None, company_name: str | None = None
-    ) -> Company:
-        """One company, by handle or by name (getCompanyInfo)."""
-        if (company_handle is None) == (company_name is None):
-            raise ValueError("give exactly one of company_handle and company_name")
-        params = (
-            {"companyHandle": company_handle} if company_handle is not None
-            else {"companyName": company_name or ""}
-        )
-        reader = await self._call("getCompanyInfo", params)
-        return company_from_info(reader.close())
-
     async def get_active_jobs(
         self,
         company_handle: str | None = None,
         *,
         job_handle: str | None = None,
         original_name: str | None = None,
-        include_waiting_jobs: bool | None = None,
+        include_waiting_jobs: bool = True,
         keep_items: bool = True,
     ) -> ActiveJobsResult:
-        """The active jobs (getActiveJobs). With `keep_items=False` each task's item entries
-        are counted but not kept: the exporter never needs them and they can be thousands."""
+        """The active jobs (getActiveJobs). Jobs waiting for a client or the coordinator are
+        asked for where the API version has `includeWaitingJobs`. With `keep_items=False` each
+        task's item entries are counted but not kept: they can be thousands."""
         params: dict[str, str] = {}
         if company_handle is not None:
             params["companyHandle"] = company_handle
@@ -140,7 +124,7 @@ class IpsClient:
             params["jobHandle"] = job_handle
         if original_name is not None:
             params["originalName"] = original_name
-        if include_waiting_jobs is not None:
+        if self.version.include_waiting_jobs:
             params["includeWaitingJobs"] = "true" if include_waiting_jobs else "false"
         reader = await self._call("getActiveJobs", params, keep_items=keep_items)
         check_job_array(reader.close())
@@ -158,10 +142,8 @@ class IpsClient:
         while True:
             try:
                 return await self._attempt(operation, envelope, keep_items, deadline)
-            except (IpsTimeout, IpsConnectionError) as exc:
-                error: IpsError = exc
-            except HttpStatusError as exc:
-                if not exc.transient:
+            except IpsError as exc:
+                if not exc.retryable:
                     raise
                 error = exc
             delay = self.retry.backoff(attempt)

@@ -32,7 +32,7 @@ from pydantic_settings import (
 )
 
 from exporter import DEFAULT_PORT
-from exporter.soap import DEFAULT_API_VERSION
+from exporter.versions import DEFAULT_API_VERSION
 
 ENV_PREFIX = "SCENE7_EXPORTER_"
 PASSWORD_ENV = ENV_PREFIX + "PASSWORD"
@@ -254,8 +254,11 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 _SECRET_FIELDS = ("password",)
 
 
-def describe_errors(exc: ValidationError) -> list[str]:
-    """One line per problem: the field's path, what is wrong, and what to do."""
+def describe_errors(exc: ValidationError, secret_fields: tuple[str, ...] = _SECRET_FIELDS) -> list[str]:
+    """One line per problem: the field's path, what is wrong, and what to do.
+
+    Values at paths containing one of `secret_fields` are never shown.
+    """
     lines = []
     for error in exc.errors():
         path = ".".join(str(part) for part in error["loc"]) or "config"
@@ -265,7 +268,7 @@ def describe_errors(exc: ValidationError) -> list[str]:
             fix = f"add it to the config file (or set {env})"
         elif error["type"] == "extra_forbidden":
             fix = "remove it or fix its spelling; see the configuration reference in README.md"
-        elif any(secret in path for secret in _SECRET_FIELDS) or isinstance(error.get("input"), dict | list):
+        elif any(secret in path for secret in secret_fields) or isinstance(error.get("input"), dict | list):
             fix = "check the value"  # never echo a secret, or a section that may hold one
         else:
             fix = f"got {error.get('input')!r}"

@@ -17,24 +17,18 @@ from lxml import etree
 from pydantic import ValidationError
 
 from exporter.errors import FAULT_CLASSES, ApiFault, IpsFault, MalformedResponse
-from exporter.models import (
-    ActiveJob,
-    Company,
-    CompanyMembership,
-    JobState,
-    TaskState,
-)
+from exporter.models import ActiveJob, CompanyMembership
 from exporter.soap import (
     SOAP_ENVELOPES,
     ForbiddenXML,
     PrologGuard,
     child_text,
     hardened_pull_parser,
-    is_ips_namespace,
     iter_children,
     local_name,
     split_tag,
 )
+from exporter.versions import is_ips_namespace
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +38,6 @@ class ActiveJobsResult:
 
     jobs: tuple[ActiveJob, ...]
     invalid_records: int = 0
-    unknown_values: int = 0
 
 
 class ResponseReader:
@@ -62,7 +55,6 @@ class ResponseReader:
         self._parser = hardened_pull_parser(tag="{*}items")
         self._jobs: list[ActiveJob] = []
         self._invalid = 0
-        self._unknown = 0
         self._closed = False
 
     def feed(self, data: bytes) -> None:
@@ -86,7 +78,7 @@ class ResponseReader:
 
     def result(self) -> ActiveJobsResult:
         """The jobs read so far, once `close()` accepted the document."""
-        return ActiveJobsResult(tuple(self._jobs), self._invalid, self._unknown)
+        return ActiveJobsResult(tuple(self._jobs), self._invalid)
 
     def _drain(self) -> None:
         for _event, element in self._parser.read_events():
@@ -114,12 +106,6 @@ class ResponseReader:
             fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
             log.warning("skipping invalid job record %r: bad %s", name, fields)
             return
-        if not isinstance(job.state, JobState):
-            self._unknown += 1
-        self._unknown += sum(
-            1 for task in job.task_progress_array
-            if task.task_state is not None and not isinstance(task.task_state, TaskState)
-        )
         self._jobs.append(job)
 
 
@@ -218,17 +204,6 @@ def companies_from_membership(element: etree._Element) -> list[CompanyMembership
     return memberships
 
 
-def company_from_info(element: etree._Element) -> Company:
-    """The Company of a getCompanyInfoReturn element."""
-    info = next(iter_children(element, "companyInfo"), None)
-    if info is None:
-        raise MalformedResponse("getCompanyInfoReturn without companyInfo")
-    try:
-        return Company.model_validate(_leaf_record(info))
-    except ValidationError as exc:
-        raise MalformedResponse(f"invalid companyInfo: {exc.error_count()} errors") from None
-
-
 def check_job_array(element: etree._Element) -> None:
     """getActiveJobsReturn must hold a jobArray, even an empty one."""
     if next(iter_children(element, "jobArray"), None) is None:
@@ -240,7 +215,6 @@ __all__ = [
     "ResponseReader",
     "check_job_array",
     "companies_from_membership",
-    "company_from_info",
     "fault_error",
     "read_document",
 ]

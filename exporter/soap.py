@@ -13,27 +13,12 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from exporter.versions import IPS_COMMON_NS, api_namespace
+
 SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 SOAP_ENVELOPES = frozenset({SOAP11_ENV, SOAP12_ENV})
-IPS_COMMON_NS = "http://www.scene7.com/IpsApi/xsd"
-IPS_VERSIONED_PREFIX = IPS_COMMON_NS + "/"
-DEFAULT_API_VERSION = "2014-04-03"
-FIRST_VERSION_WITH_TASK_STATE = "2012-02-14"
 SOAP11_CONTENT_TYPE = "text/xml; charset=UTF-8"
-FAULT_ELEMENTS = ("authenticationFault", "authorizationFault", "ipsApiFault")
-
-
-def api_namespace(api_version: str) -> str:
-    """The namespace of an API version: `http://www.scene7.com/IpsApi/xsd/<version>`."""
-    return IPS_VERSIONED_PREFIX + api_version
-
-
-def is_ips_namespace(namespace: str | None) -> bool:
-    """True for the common IPS namespace and for every versioned one."""
-    return namespace is not None and (
-        namespace == IPS_COMMON_NS or namespace.startswith(IPS_VERSIONED_PREFIX)
-    )
 
 
 def split_tag(tag: str) -> tuple[str | None, str]:

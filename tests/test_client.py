@@ -69,7 +69,7 @@ def xml_response(body: bytes, status: int = 200) -> httpx.Response:
 async def test_request_envelope_headers_and_round_trip_of_odd_values():
     recorder = Recorder(xml_response(JOBS_OK))
     async with client_for(recorder, api_version="2013-02-15") as client:
-        await client.get_active_jobs("c|110", original_name='a <&"> b', include_waiting_jobs=True)
+        await client.get_active_jobs("c|110", original_name='a <&"> b')
     (request,) = recorder.requests
     assert request.headers["SOAPAction"] == "getActiveJobs"
     assert request.headers["Accept-Encoding"] == "gzip"
@@ -83,8 +83,21 @@ async def test_request_envelope_headers_and_round_trip_of_odd_values():
     }
     param = root.find(f"{{{SOAP11_ENV}}}Body/{{http://www.scene7.com/IpsApi/xsd/2013-02-15}}getActiveJobsParam")
     assert [(etree.QName(c).localname, c.text) for c in param] == [
-        ("companyHandle", "c|110"), ("originalName", 'a <&"> b'), ("includeWaitingJobs", "true"),
+        ("companyHandle", "c|110"), ("originalName", 'a <&"> b'),
     ]
+
+
+@pytest.mark.parametrize(("version", "sent"), [
+    ("2010-01-31", False), ("2014-04-03", False), ("2016-01-14-beta", True), ("2022-11-01-beta", True),
+])
+async def test_include_waiting_jobs_is_sent_only_to_versions_whose_schema_has_it(version, sent):
+    recorder = Recorder(xml_response(JOBS_OK))
+    async with client_for(recorder, api_version=version) as client:
+        await client.get_active_jobs("c|110")
+    param = etree.fromstring(recorder.requests[0].content).find(
+        f"{{{SOAP11_ENV}}}Body/{{http://www.scene7.com/IpsApi/xsd/{version}}}getActiveJobsParam")
+    names = [etree.QName(c).localname for c in param]
+    assert names == (["companyHandle", "includeWaitingJobs"] if sent else ["companyHandle"])
 
 
 async def test_gzip_answer_is_decoded():

@@ -20,7 +20,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field
 
 from exporter.simulator.responses import default_nsmap, envelope_tree, serialize
-from exporter.soap import api_namespace
+from exporter.versions import api_namespace
 
 DEFAULT_OVERSIZED_BYTES = 1 << 30
 

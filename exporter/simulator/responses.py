@@ -17,7 +17,6 @@ import contextlib
 import copy
 import gc
 import hmac
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -41,21 +40,17 @@ from exporter.simulator.world import (
     state_counts,
 )
 from exporter.soap import (
-    FIRST_VERSION_WITH_TASK_STATE,
-    IPS_COMMON_NS,
-    IPS_VERSIONED_PREFIX,
     SOAP11_CONTENT_TYPE,
     SOAP11_ENV,
     SOAP12_ENV,
     SOAP_ENVELOPES,
     ForbiddenXML,
     PrologGuard,
-    api_namespace,
     hardened_pull_parser,
-    is_ips_namespace,
     local_name,
     split_tag,
 )
+from exporter.versions import IPS_COMMON_NS, ApiVersion, api_namespace, is_ips_namespace, version_of_namespace
 
 SOAP12_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
 OPERATIONS = frozenset(
@@ -74,25 +69,11 @@ FAULT_STRINGS = {
     "ipsApiFault": "ipsApiFault",
 }
 CHUNK_BYTES = 64 * 1024
-_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TREE_NAMESPACES = 2  # job trees are kept for this many API namespaces at a time
 
 
 def content_type_of(envelope: str) -> str:
     return SOAP12_CONTENT_TYPE if envelope == SOAP12_ENV else SOAP11_CONTENT_TYPE
-
-
-def api_version_of(namespace: str | None) -> str | None:
-    """`2014-04-03` of `http://www.scene7.com/IpsApi/xsd/2014-04-03`; None if not versioned."""
-    if namespace is None or not namespace.startswith(IPS_VERSIONED_PREFIX):
-        return None
-    version = namespace[len(IPS_VERSIONED_PREFIX) :]
-    return version if _VERSION.match(version) else None
-
-
-def has_task_state(api_version: str) -> bool:
-    """taskState and triggerTime exist from API 2012-02-14 (IPS 6.0) on."""
-    return api_version[:10] >= FIRST_VERSION_WITH_TASK_STATE
 
 
 @dataclass(frozen=True)
@@ -180,7 +161,7 @@ def parse_request(body: bytes, content_type: str | None = None) -> SoapRequest:
     if operation_el is None:
         raise invalid("SOAP body without an operation")
     namespace, name = split_tag(operation_el.tag)
-    api_version = api_version_of(namespace)
+    api_version = version_of_namespace(namespace)
     if api_version is None or namespace is None:
         raise invalid(f"Unknown API namespace: {namespace}")
     if not name.endswith("Param") or name[: -len("Param")] not in OPERATIONS:
@@ -733,7 +714,7 @@ class Responder:
     def _job_trees(self, namespace: str, api_version: str) -> _JobTrees:
         trees = self._trees.pop(namespace, None)
         if trees is None:
-            trees = _JobTrees(namespace, has_task_state(api_version), self.fmt)
+            trees = _JobTrees(namespace, ApiVersion(api_version).task_state, self.fmt)
         self._trees[namespace] = trees  # most recently used last
         while len(self._trees) > _TREE_NAMESPACES:
             del self._trees[next(iter(self._trees))]

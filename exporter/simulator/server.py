@@ -46,7 +46,7 @@ from exporter.simulator.responses import (
     parse_request,
 )
 from exporter.simulator.world import SimulatorConfig, World
-from exporter.soap import DEFAULT_API_VERSION
+from exporter.versions import DEFAULT_API_VERSION
 
 log = logging.getLogger("exporter.simulator")
 
