@@ -11,6 +11,8 @@ import datetime
 import ipaddress
 import logging
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from exporter.config import ConfigError
 from exporter.httpserver import HttpServer, Request, Response
-from exporter.webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
+from exporter.webconfig import BasicAuth, WebConfig, load_web_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -355,118 +358,164 @@ def test_request_client_cert_does_not_ask_for_one(pki: Pki) -> None:
 
 # -- bad files ---------------------------------------------------------------------------
 
+TLS = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+MTLS = TLS + "  client_auth_type: RequireAndVerifyClientCert\n"
+CA_PEM = "-----BEGIN CERTIFICATE-----\n    bm90IGEgY2VydGlmaWNhdGU=\n    -----END CERTIFICATE-----\n"
+
 
 @pytest.mark.parametrize(
     ("text", "field", "hint"),
     [
-        ("tls_config: {}\n", "tls_config", "allowed here"),
-        ("- a\n- b\n", "top level", "mapping"),
-        ("tls_server_config:\n  certfile: x\n", "tls_server_config.certfile", "cert_file"),
-        ("tls_server_config:\n  key_file: server.key\n", "tls_server_config.cert_file", "missing"),
-        ("tls_server_config:\n  cert_file: server.crt\n", "tls_server_config.key_file", "missing"),
-        (
-            "tls_server_config:\n  cert_file: nope.crt\n  key_file: server.key\n",
-            "tls_server_config.cert_file",
-            "does not exist",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: other.key\n",
-            "tls_server_config.cert_file/tls_server_config.key_file",
-            "belonging to the certificate",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-            "  client_auth_type: RequireClientCertPlease\n",
-            "tls_server_config.client_auth_type",
-            "RequireAndVerifyClientCert",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-            "  client_auth_type: RequireAnyClientCert\n",
-            "tls_server_config.client_auth_type",
-            "use RequireAndVerifyClientCert",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n",
-            "tls_server_config.client_auth_type",
-            "RequireAndVerifyClientCert",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-            "  client_auth_type: RequireAndVerifyClientCert\n",
-            "tls_server_config.client_ca_file",
-            "missing",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-            "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: server.key\n",
-            "tls_server_config.client_ca_file",
-            "cannot load",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS1.2\n",
-            "tls_server_config.min_version",
-            "TLS12",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-            "  min_version: TLS13\n  max_version: TLS12\n",
-            "tls_server_config.min_version",
-            "max_version",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  cipher_suites: [RC4-MD5]\n",
-            "tls_server_config.cipher_suites",
-            "Go names",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  curve_preferences: [P-256]\n",
-            "tls_server_config.curve_preferences",
-            "CurveP256",
-        ),
-        (
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_allowed_sans: [a.example]\n",
-            "tls_server_config.client_allowed_sans",
-            "RequireAndVerifyClientCert",
-        ),
-        ("tls_server_config:\n  min_version: TLS13\n", "tls_server_config.min_version", "cert_file"),
-        ("tls_server_config:\n  cert_file: [a]\n", "tls_server_config.cert_file", "string"),
+        # the shape of the file: unknown keys, wrong types
+        ("tls_config: {}\n", "tls_config", "fix its spelling"),
+        ("- a\n- b\n", "config", "valid dictionary"),
+        ("tls_server_config:\n  certfile: x\n", "tls_server_config.certfile", "fix its spelling"),
+        ("tls_server_config:\n  cert_file: [a]\n", "tls_server_config.cert_file", "valid string"),
+        ("tls_server_config: [a]\n", "tls_server_config", "valid dictionary"),
+        ("basic_auth_users: [alice]\n", "basic_auth_users", "valid dictionary"),
+        # files that must exist, and certificates that must load
+        ("tls_server_config:\n  cert_file: nope.crt\n  key_file: server.key\n",
+         "tls_server_config.cert_file", "does not exist"),
+        ("tls_server_config:\n  cert_file: server.crt\n  key_file: /nonexistent/server.key\n",
+         "tls_server_config.key_file", "file /nonexistent/server.key does not exist"),
+        ("tls_server_config:\n  cert_file: server.crt\n  key_file: other.key\n",
+         "tls_server_config", "cannot load cert_file and key_file (KEY_VALUES_MISMATCH)"),
+        ("tls_server_config:\n  cert: not a certificate\n  key_file: server.key\n",
+         "tls_server_config", "cannot load cert and key_file"),
+        (MTLS + "  client_ca_file: server.key\n",
+         "tls_server_config", "cannot load CA certificates from client_ca_file"),
+        (MTLS + "  client_ca: |\n    " + CA_PEM, "tls_server_config", "cannot load CA certificates from client_ca"),
+        (MTLS + "  client_ca_file: nope.crt\n", "tls_server_config.client_ca_file", "does not exist"),
+        # cert/key pairs
+        ("tls_server_config:\n  key_file: server.key\n", "tls_server_config", "cert_file is missing"),
+        ("tls_server_config:\n  cert_file: server.crt\n", "tls_server_config", "key_file is missing"),
+        (TLS + "  cert: x\n", "tls_server_config", "set only one of cert and cert_file"),
+        (TLS + "  key: x\n", "tls_server_config", "set only one of key and key_file"),
+        (MTLS + "  client_ca_file: ca.crt\n  client_ca: x\n", "tls_server_config",
+         "set only one of client_ca and client_ca_file"),
+        ("tls_server_config:\n  min_version: TLS13\n  max_version: TLS13\n",
+         "tls_server_config", "max_version, min_version set without cert_file and key_file"),
+        # client authentication
+        (TLS + "  client_auth_type: RequireClientCertPlease\n",
+         "tls_server_config.client_auth_type", "'RequireAndVerifyClientCert'"),
+        (TLS + "  client_auth_type: RequireAnyClientCert\n",
+         "tls_server_config.client_auth_type", "not supported; use RequireAndVerifyClientCert"),
+        (TLS + "  client_ca_file: ca.crt\n", "tls_server_config", "set client_auth_type: RequireAndVerifyClientCert"),
+        (MTLS, "tls_server_config", "client_ca_file is missing; client_auth_type RequireAndVerifyClientCert needs"),
+        (TLS + "  client_allowed_sans: [a.example]\n",
+         "tls_server_config", "client_allowed_sans needs client_auth_type: RequireAndVerifyClientCert"),
+        (TLS + "  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n  client_allowed_sans: []\n",
+         "tls_server_config", "client_allowed_sans needs"),
+        # versions, ciphers, curves
+        (TLS + "  min_version: TLS1.2\n", "tls_server_config.min_version", "'TLS12'"),
+        (TLS + "  min_version: TLS13\n  max_version: TLS12\n",
+         "tls_server_config", "min_version is higher than max_version"),
+        (TLS + "  cipher_suites: [TLS_AES_128_GCM_SHA256, RC4-MD5]\n", "tls_server_config.cipher_suites.1", "Go names"),
+        (TLS + "  curve_preferences: [P-256]\n", "tls_server_config.curve_preferences.0", "'CurveP256'"),
+        (TLS + "  prefer_server_cipher_suites: yes please\n", "tls_server_config.prefer_server_cipher_suites",
+         "valid boolean"),
+        # users
         ("basic_auth_users:\n  alice: hunter2\n", "basic_auth_users.alice", "htpasswd"),
-        ("basic_auth_users: [alice]\n", "basic_auth_users", "mapping"),
+        ("basic_auth_users:\n  alice: '$2b$03$" + "a" * 53 + "'\n", "basic_auth_users.alice", "not a bcrypt hash"),
         ("basic_auth_users:\n  'a:b': x\n", "basic_auth_users.a:b", "':'"),
-        ("http_server_config:\n  http2: maybe\n", "http_server_config.http2", "true or false"),
-        (
-            "http_server_config:\n  headers:\n    X-Powered-By: me\n",
-            "http_server_config.headers.X-Powered-By",
-            "allowed",
-        ),
-        ("rate_limit:\n  interval: soon\n", "rate_limit.interval", "duration"),
-        ("tls_server_config: [\n", "not valid YAML", ""),
+        ("basic_auth_users:\n  '': x\n", "basic_auth_users..[key]", "non-empty"),
+        # the sections without effect are checked too
+        ("http_server_config:\n  http2: maybe\n", "http_server_config.http2", "valid boolean"),
+        ("http_server_config:\n  headers:\n    X-Powered-By: me\n",
+         "http_server_config.headers.X-Powered-By", "'X-Frame-Options'"),
+        ("rate_limit:\n  interval: soon\n", "rate_limit.interval", "not a duration"),
+        ("rate_limit:\n  burst: -1\n", "rate_limit.burst", "greater than or equal to 0"),
+        # not YAML at all
+        ("tls_server_config: [\n", "not valid YAML", "line 2, column 1"),
     ],
 )
 def test_bad_files_name_the_field(pki: Pki, text: str, field: str, hint: str) -> None:
     path = write_config(pki.directory, text, "bad.yml")
-    with pytest.raises(WebConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:
         load_web_config(path)
-    message = str(caught.value)
-    assert field in message
-    assert hint in message
-    assert str(path) in message
+    lines = caught.value.problems
+    assert any(line.startswith(f"web config file {path}: {field}") and hint in line for line in lines), lines
 
 
-def test_bad_hash_is_not_echoed(tmp_path: Path) -> None:
-    with pytest.raises(WebConfigError) as caught:
-        load_web_config(write_config(tmp_path, "basic_auth_users:\n  alice: s3cr3t-not-hash\n"))
+def test_every_problem_gets_its_own_line(pki: Pki) -> None:
+    text = TLS + "  min_version: TLS1.2\n  curve_preferences: [P-256]\nbogus: 1\n"
+    path = write_config(pki.directory, text, "bad.yml")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    fields = sorted(line.removeprefix(f"web config file {path}: ").split(":")[0] for line in caught.value.problems)
+    assert fields == ["bogus", "tls_server_config.curve_preferences.0", "tls_server_config.min_version"]
+
+
+def test_no_cipher_suite_available(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: ssl.SSLContext, ciphers: str) -> None:
+        raise ssl.SSLError("No cipher can be selected.")
+
+    monkeypatch.setattr(ssl.SSLContext, "set_ciphers", refuse)
+    path = write_config(pki.directory, TLS + "  cipher_suites: [TLS_RSA_WITH_AES_128_CBC_SHA]\n", "bad.yml")
+    with pytest.raises(ConfigError, match="tls_server_config: none of the cipher_suites is available here"):
+        load_web_config(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "basic_auth_users:\n  alice: s3cr3t-not-hash\n",
+        "basic_auth_users:\n  alice: [s3cr3t]\n",
+        "basic_auth_users: s3cr3t\n",
+        "tls_server_config:\n  cert_file: server.crt\n  key: s3cr3t\n",
+        "tls_server_config:\n  cert_file: server.crt\n  key: 53732\n",
+        "basic_auth_users:\n  alice: 's3cr3t\n",  # YAML that does not parse must not be quoted either
+    ],
+)
+def test_secrets_are_not_echoed(pki: Pki, text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(write_config(pki.directory, text, "secret.yml"))
+    assert caught.value.problems
     assert "s3cr3t" not in str(caught.value)
+    assert "53732" not in str(caught.value)
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(WebConfigError, match=r"--web\.config\.file"):
+    with pytest.raises(ConfigError, match=r"--web\.config\.file: cannot read .*absent\.yml"):
         load_web_config(tmp_path / "absent.yml")
 
 
-def test_web_config_error_is_a_value_error() -> None:
-    assert issubclass(WebConfigError, ValueError)
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yml"
+    path.write_bytes(b"basic_auth_users:\n  j\xf6rg: x\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_web_config(path)
+
+
+def test_null_and_empty_values_leave_fields_unset(pki: Pki) -> None:
+    unset = "  min_version:\n  client_auth_type: ''\n  client_ca_file: ''\nbasic_auth_users:\nrate_limit:\n"
+    text = tls_config(pki, unset)
+    config = load_web_config(write_config(pki.directory, text, "empty.yml"))
+    assert config.ssl_context is not None
+    assert config.ssl_context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert config.ssl_context.verify_mode == ssl.CERT_NONE
+    assert config.basic_auth is None
+
+
+def test_rate_limit_is_accepted_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = load_web_config(write_config(tmp_path, "rate_limit:\n  interval: 1m30s\n  burst: 5\n"))
+    assert config == WebConfig(ssl_context=None, basic_auth=None)
+    assert "rate_limit is accepted but not enforced" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_cli_exits_2_naming_the_field(tmp_path: Path, command: str) -> None:
+    settings = tmp_path / "config.yml"
+    settings.write_text("accounts: [{user: u@example.com, password: x, endpoint: 'http://127.0.0.1:1/ips'}]\n")
+    web = write_config(tmp_path, "tls_server_config:\n  certfile: server.crt\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", command, "--config.file", str(settings), "--web.config.file", str(web)],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "invalid configuration" in result.stderr
+    assert f"  web config file {web}: tls_server_config.certfile: Extra inputs are not permitted" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # -- BasicAuth itself ----------------------------------------------------------------------
