@@ -6,24 +6,20 @@ IPS -> client -> parse -> snapshot (Store) -> exposition -> HTTP. `Exporter` is 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import ssl
-from collections.abc import Callable
 
 from exporter.client import IpsClient, RetryPolicy
 from exporter.config import AccountConfig, Settings, parse_shard, split_listen_address
 from exporter.exposition import Exposition
 from exporter.httpserver import HttpServer
+from exporter.metrics import series_guard
 from exporter.poller import Account, Poller
 from exporter.snapshot import Store
-from exporter.web import WebApp
+from exporter.web import PROBE_PATHS, WebApp
 from exporter.webconfig import load_web_config
 
 log = logging.getLogger(__name__)
-
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def make_client(account: AccountConfig, settings: Settings) -> IpsClient:
@@ -46,31 +42,28 @@ def make_client(account: AccountConfig, settings: Settings) -> IpsClient:
 
 
 class Exporter:
-    """One exporter process: start(), then wait for a signal or call stop()."""
+    """One exporter process: start(), then stop()."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.accounts = [
             Account(a.name, make_client(a, settings), tuple(a.companies)) for a in settings.accounts
         ]
-        self.store = Store(max_series=settings.poll.max_series)
-        self.exposition = Exposition(
-            self.store, max_age=settings.poll.effective_max_age, interval=settings.poll.interval
-        )
+        self.store = Store(max_age=settings.poll.effective_max_age, guard=series_guard(settings.poll.max_series))
+        self.exposition = Exposition(self.store, interval=settings.poll.interval)
         self.poller = Poller(
             self.accounts,
             self.store,
             interval=settings.poll.interval,
             timeout=settings.poll.timeout,
-            on_publish=self.exposition.refresh,
             shard=parse_shard(settings.shard) if settings.shard else None,
         )
         web_config = load_web_config(settings.web.config_file) if settings.web.config_file else None
-        host, port = split_listen_address(settings.web.listen_address)
+        self.host, port = split_listen_address(settings.web.listen_address)
         app = WebApp(self.exposition, self.store, ready=self.poller.first_poll_attempted.is_set)
         self.server = HttpServer(
             app.handle,
-            host,
+            self.host,
             port,
             ssl_context=web_config.ssl_context if web_config else None,
             basic_auth=web_config.basic_auth if web_config else None,
@@ -85,25 +78,10 @@ class Exporter:
     async def start(self) -> None:
         await self.server.start()
         self.poller.start()
-        host, _ = split_listen_address(self.settings.web.listen_address)
-        log.info("listening on %s://%s:%d/metrics", self.scheme, host, self.port)
+        log.info("listening on %s://%s:%d/metrics", self.scheme, self.host, self.port)
 
     async def stop(self) -> None:
         await self.poller.stop()
         await self.server.close()
         for account in self.accounts:
             await account.client.aclose()
-
-    async def run_until_signalled(self, on_started: Callable[[int], None] | None = None) -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await self.start()
-        if on_started is not None:
-            on_started(self.port)
-        try:
-            await stopping.wait()
-            log.info("stopping")
-        finally:
-            await self.stop()

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +25,9 @@ from exporter.config import (
     Settings,
     WebSection,
     load_settings,
+    split_listen_address,
 )
 from exporter.logs import setup_logging
-from exporter.webconfig import WebConfigError
 
 log = logging.getLogger("exporter")
 
@@ -106,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return asyncio.run(_run_demo(settings, args))
         return asyncio.run(_run(settings))
-    except (ConfigError, WebConfigError) as exc:
-        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+    except ConfigError as exc:
+        problems = exc.problems
         print(f"{APP_NAME}: invalid configuration:", file=sys.stderr)
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
@@ -116,11 +117,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+async def until_signalled() -> None:
+    """Return at the first SIGTERM or SIGINT."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("stopping")
+
+
 async def _run(settings: Settings) -> int:
     from exporter.app import Exporter
 
     exporter = Exporter(settings)
-    await exporter.run_until_signalled()
+    await exporter.start()
+    try:
+        await until_signalled()
+    finally:
+        await exporter.stop()
     return 0
 
 
@@ -160,22 +175,20 @@ async def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
     await simulator.start()
     account = settings.accounts[0].model_copy(update={"endpoint": simulator.url})
     exporter = Exporter(settings.model_copy(update={"accounts": [account]}))
-    host = settings.web.listen_address.rpartition(":")[0].strip("[]")
-    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
-
-    def announce(port: int) -> None:
-        print(f"{APP_NAME} demo: simulated IPS at {simulator.url}", flush=True)
-        print(f"{APP_NAME} demo: metrics at http://{shown}:{port}/metrics", flush=True)
-
+    host, _ = split_listen_address(settings.web.listen_address)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     try:
-        await exporter.run_until_signalled(announce)
+        await exporter.start()
+        print(f"{APP_NAME} demo: simulated IPS at {simulator.url}", flush=True)
+        print(f"{APP_NAME} demo: metrics at http://{shown}:{exporter.port}/metrics", flush=True)
+        await until_signalled()
     finally:
+        await exporter.stop()
         await simulator.close()
     return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from exporter.config import split_listen_address
     from exporter.simulator import SimulatorConfig, SimulatorServer
 
     setup_logging(getattr(args, "log.level") or "info", getattr(args, "log.format") or "text")
@@ -186,17 +199,11 @@ def _simulate(args: argparse.Namespace) -> int:
     )
 
     async def serve() -> None:
-        import signal
-
         server = SimulatorServer(config, host=host, port=port)
         await server.start()
         print(f"IPS simulator at {server.url} (user {config.user})", flush=True)
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
         try:
-            await stopping.wait()
+            await until_signalled()
         finally:
             await server.close()
 

@@ -1,19 +1,41 @@
-"""What can go wrong when talking to IPS, as a small hierarchy the poller counts by `reason`.
+"""What can go wrong when polling IPS: the reasons counted, and the errors that carry them.
 
-Each class carries the `reason` label value of `scene7_poll_errors_total`. Messages carry the
-fault code and IPS's reason text, never a credential.
+`Reason` is the `reason` label of `scene7_poll_errors_total`: every value is exported for every
+company (0 included), the dashboards and README list the same values. Each error class carries
+its reason and whether asking again may help (`retryable`, the client's only retry rule).
+Messages carry the fault code and IPS's reason text, never a credential.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
+
+
+class Reason(StrEnum):
+    """Why a poll failed, or did not run."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    HTTP = "http"
+    AUTHENTICATION = "authentication"
+    AUTHORIZATION = "authorization"
+    API_FAULT = "api_fault"
+    MALFORMED = "malformed"
+    OVERSIZED = "oversized"
+    SKIPPED = "skipped"  # a scheduled poll did not start: the previous one still ran
+    INTERNAL = "internal"  # a bug of the exporter, not a problem of IPS
 
 
 class IpsError(Exception):
     """Base of every failure of an IPS call."""
 
-    reason: ClassVar[str] = "malformed"
-    retryable: ClassVar[bool] = False
+    reason: ClassVar[Reason] = Reason.MALFORMED
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed if sent again."""
+        return False
 
 
 class IpsFault(IpsError):
@@ -30,35 +52,35 @@ class IpsFault(IpsError):
 class AuthenticationFault(IpsFault):
     """Codes 10000-10002: no, invalid or unknown credentials. Never retried."""
 
-    reason = "authentication"
+    reason = Reason.AUTHENTICATION
     element = "authenticationFault"
 
 
 class AuthorizationFault(IpsFault):
     """Codes 20000-20009: the user may not do this for this company. Never retried."""
 
-    reason = "authorization"
+    reason = Reason.AUTHORIZATION
     element = "authorizationFault"
 
 
 class ApiFault(IpsFault):
     """Codes 30000-30003, or a SOAP fault without an IPS detail."""
 
-    reason = "api_fault"
+    reason = Reason.API_FAULT
     element = "ipsApiFault"
 
 
 class HttpStatusError(IpsError):
     """A non-SOAP HTTP error answer, such as a proxy's HTML 502 page or a 401."""
 
-    reason = "http"
+    reason = Reason.HTTP
 
     def __init__(self, status: int, detail: str = "") -> None:
         self.status = status
         super().__init__(f"HTTP {status}" + (f": {detail}" if detail else ""))
 
     @property
-    def transient(self) -> bool:
+    def retryable(self) -> bool:
         """5xx and 429 may pass; other statuses will not change by asking again."""
         return self.status >= 500 or self.status == 429
 
@@ -66,41 +88,35 @@ class HttpStatusError(IpsError):
 class IpsTimeout(IpsError):
     """IPS did not answer within the timeout."""
 
-    reason = "timeout"
-    retryable = True
+    reason = Reason.TIMEOUT
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class IpsConnectionError(IpsError):
     """IPS could not be reached: DNS failure, refused or reset connection, TLS failure."""
 
-    reason = "connection"
-    retryable = True
+    reason = Reason.CONNECTION
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class MalformedResponse(IpsError):
     """The answer is not the SOAP document expected: broken, truncated or hostile XML."""
 
-    reason = "malformed"
+    reason = Reason.MALFORMED
 
 
 class OversizedResponse(IpsError):
     """The answer grew past the configured response size cap and was cut off."""
 
-    reason = "oversized"
+    reason = Reason.OVERSIZED
 
 
 FAULT_CLASSES: dict[str, type[IpsFault]] = {
     cls.element: cls for cls in (AuthenticationFault, AuthorizationFault, ApiFault)
 }
-
-ERROR_REASONS: tuple[str, ...] = (
-    "timeout",
-    "connection",
-    "http",
-    "authentication",
-    "authorization",
-    "api_fault",
-    "malformed",
-    "oversized",
-    "skipped",
-)

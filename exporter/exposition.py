@@ -2,10 +2,10 @@
 
 The State only changes when a poll ends, so the text (0.0.4 or OpenMetrics, plain or gzip) is
 rendered by prometheus-client's own encoders once per State and kept. Rendering runs in a worker
-thread, off the event loop. The variants scrapers asked for are rendered as soon as a poll
-publishes a new State; a scrape only renders itself for a variant nobody asked for before, or
-when a company went stale since the bytes were made. `?name[]=` filtering is rare and rendered
-on demand.
+thread, off the event loop. The exposition subscribes to the store: the variants scrapers asked
+for are rendered as soon as the store publishes a new State; a scrape only renders itself for a
+variant nobody asked for before, or when a company went stale since the bytes were made.
+`?name[]=` filtering is rare and rendered on demand.
 """
 
 from __future__ import annotations
@@ -52,24 +52,6 @@ class Rendered:
     body: bytes
 
 
-_ENCODERS: dict[str, Encoder] = {
-    TEXT_0_0_4: text_format.generate_latest,
-    OPENMETRICS_1_0_0: openmetrics_format.generate_latest,
-}
-
-
-def negotiate(accept: str | None, accept_encoding: str | None) -> Variant:
-    """The variant a scraper asked for, chosen as prometheus-client chooses it."""
-    encoder, content_type = text_format.choose_encoder(accept or "")
-    if content_type not in _ENCODERS:
-        if len(_ENCODERS) >= MAX_VARIANTS:  # the version comes from the client: bound what it can make us keep
-            content_type = TEXT_0_0_4
-        else:
-            _ENCODERS[content_type] = encoder
-    wants_gzip = "gzip" in (accept_encoding or "").lower()
-    return Variant(content_type, wants_gzip)
-
-
 class Exposition:
     """Cached exposition of the Store's current State."""
 
@@ -77,28 +59,44 @@ class Exposition:
         self,
         store: Store,
         *,
-        max_age: float,
         interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.max_age = max_age
         self.interval = interval
         self.clock = clock
+        self._encoders: dict[str, Encoder] = {
+            TEXT_0_0_4: text_format.generate_latest,
+            OPENMETRICS_1_0_0: openmetrics_format.generate_latest,
+        }
         self._cache: dict[Variant, Rendered] = {}
         self._wanted: set[Variant] = set()
         self._lock = asyncio.Lock()
         self._renderer: asyncio.Task[None] | None = None
         self._dirty = False
+        store.subscribe(self._published)
 
-    def _stale(self, state: State, now: float) -> frozenset[str]:
-        return frozenset(c.target.label for c in state.companies if c.is_stale(now, self.max_age))
+    def negotiate(self, accept: str | None, accept_encoding: str | None) -> Variant:
+        """The variant a scraper asked for, chosen as prometheus-client chooses it."""
+        encoder, content_type = text_format.choose_encoder(accept or "")
+        if content_type not in self._encoders:
+            # The version comes from the client: bound what it can make us keep.
+            if len(self._encoders) >= MAX_VARIANTS:
+                content_type = TEXT_0_0_4
+            else:
+                self._encoders[content_type] = encoder
+        return Variant(content_type, text_format.gzip_accepted(accept_encoding or ""))
+
+    def _published(self, state: State) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # changed outside the event loop: the next scrape renders
+            return
+        self.refresh()
 
     def registry(self, state: State, now: float) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=True)
-        registry.register(
-            SnapshotCollector(state, now=now, max_age=self.max_age, interval=self.interval)
-        )
+        registry.register(SnapshotCollector(state, now=now, interval=self.interval))
         return registry
 
     def render(self, state: State, variant: Variant, now: float, names: Sequence[str] = ()) -> bytes:
@@ -113,7 +111,7 @@ class Exposition:
         source = registry.restricted_registry(names) if names else registry
         rendered = {}
         for content_type in {variant.content_type for variant in variants}:
-            plain = _ENCODERS[content_type](source)
+            plain = self._encoders[content_type](source)
             for variant in variants:
                 if variant.content_type == content_type:
                     rendered[variant] = (
@@ -135,7 +133,7 @@ class Exposition:
             return await asyncio.to_thread(self.render, self.store.state, variant, now, names)
         self._wanted.add(variant)
         state = self.store.state
-        body = self._current(variant, state, self._stale(state, now))
+        body = self._current(variant, state, state.stale_labels(now))
         if body is not None:
             return body
         cached = self._cache.get(variant)
@@ -174,7 +172,7 @@ class Exposition:
         async with self._lock:  # one render at a time; a waiter finds the work done
             now = self.clock()
             state = self.store.state
-            stale = self._stale(state, now)
+            stale = state.stale_labels(now)
             todo = [v for v in self._wanted if self._current(v, state, stale) is None]
             if not todo:
                 return

@@ -1,4 +1,4 @@
-"""Polls IPS on a schedule and publishes each answer as a new snapshot.
+"""Polls IPS on a schedule and tells the store what each poll found.
 
 APScheduler's AsyncIOScheduler runs in the exporter's event loop with one interval job per
 company: first run at start-up (spread by a little jitter), `max_instances=1` and
@@ -24,13 +24,12 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExe
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.client import IpsClient
-from exporter.errors import IpsError
+from exporter.errors import IpsError, Reason
 from exporter.models import CompanyMembership
-from exporter.snapshot import CompanySnapshot, CompanyTarget, Store
+from exporter.snapshot import CompanyTarget, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-WAITING_JOBS_SINCE = "2014-04-03"
 BACKSTOP_SECONDS = 1.0
 
 
@@ -82,7 +81,7 @@ def choose_targets(
 
 
 class Poller:
-    """Schedules the polls of every account's companies and publishes their snapshots."""
+    """Schedules the polls of every account's companies and records their outcomes in the store."""
 
     def __init__(
         self,
@@ -91,17 +90,20 @@ class Poller:
         *,
         interval: float,
         timeout: float,
-        on_publish: Callable[[], None],
         shard: tuple[int, int] | None = None,
         jitter: float | None = None,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` gives the wall time polls are stamped with, `timer` measures their duration."""
         self.accounts = {account.name: account for account in accounts}
         self.store = store
         self.interval = interval
         self.timeout = timeout
-        self.on_publish = on_publish
         self.shard = shard
         self.jitter = min(interval / 10, 5.0) if jitter is None else jitter
+        self.clock = clock
+        self.timer = timer
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.scheduler.add_listener(self._on_missed_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._targets: dict[str, CompanyTarget] = {}
@@ -112,6 +114,7 @@ class Poller:
     def start(self) -> None:
         for account in self.accounts.values():
             placeholder = CompanyTarget(account.name, "", account.name)
+            self.store.track(placeholder)
             self._schedule(placeholder, self._discover)
         self.scheduler.start()
 
@@ -133,7 +136,6 @@ class Poller:
     ) -> None:
         job_id = self._job_id(target)
         self._targets[job_id] = target
-        self.store.put(CompanySnapshot(target))
         first = datetime.now(UTC) + timedelta(seconds=random.uniform(0, self.jitter))  # noqa: S311
         self.scheduler.add_job(
             self._run,
@@ -166,15 +168,15 @@ class Poller:
     def _on_missed_run(self, event: JobExecutionEvent) -> None:
         """APScheduler's listener (in the event loop): count a run that could not start."""
         target = self._targets.get(event.job_id)
-        if target is not None and self.store.record_skipped_run(target) is not None:
+        if target is not None and self.store.record_skipped(target) is not None:
             log.warning("poll of company %r skipped: the previous poll is still running", target.label)
-            self.on_publish()
 
     async def _timed(
         self, target: CompanyTarget, call: Callable[[], Awaitable[T]]
-    ) -> tuple[T, float] | None:
-        """Run one IPS call under the poll timeout; on failure publish it and return None."""
-        started_wall, started = time.time(), time.monotonic()
+    ) -> tuple[T, float, float] | None:
+        """Run one IPS call under the poll timeout: (result, wall time it started, duration);
+        on failure record it and return None."""
+        started_wall, started = self.clock(), self.timer()
         try:
             # The client keeps the poll timeout itself without cancelling requests; this is a
             # backstop only, for a poll stuck anywhere else.
@@ -183,18 +185,17 @@ class Poller:
         except IpsError as exc:
             reason, message = exc.reason, str(exc)
         except TimeoutError:
-            reason, message = "timeout", f"no answer within the poll timeout of {self.timeout:g}s"
+            reason, message = Reason.TIMEOUT, f"no answer within the poll timeout of {self.timeout:g}s"
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug must not stop the polling of this company
-            log.exception("unexpected error polling company %r", target.label)
-            reason, message = "malformed", f"unexpected {type(exc).__name__}"
+        except Exception as exc:  # a bug of ours must not stop the polling of this company
+            reason, message = Reason.INTERNAL, f"unexpected {type(exc).__name__}: a bug of the exporter"
+            if self._last_failure.get(target) != f"{reason}: {message}":  # the traceback once
+                log.exception("unexpected error polling company %r", target.label)
         else:
-            return result, time.monotonic() - started
+            return result, started_wall, self.timer() - started
         self._log_failure(target, reason, message)
-        snapshot = self.store.state.company(target) or CompanySnapshot(target)
-        self.store.put(snapshot.after_failure(reason, message, at=started_wall, duration=time.monotonic() - started))
-        self.on_publish()
+        self.store.record_failure(target, reason, message, at=started_wall, duration=self.timer() - started)
         return None
 
     def _log_failure(self, target: CompanyTarget, reason: str, message: str) -> None:
@@ -213,25 +214,14 @@ class Poller:
 
     async def _poll_company(self, target: CompanyTarget) -> None:
         client = self.accounts[target.account].client
-        started_wall = time.time()
-        # Jobs waiting for a client or the coordinator are listed only when asked for; the
-        # element exists from the 2014-04-03 schema on.
-        waiting = True if client.api_version >= WAITING_JOBS_SINCE else None
-        outcome = await self._timed(
-            target,
-            lambda: client.get_active_jobs(target.handle, include_waiting_jobs=waiting, keep_items=False),
-        )
+        outcome = await self._timed(target, lambda: client.get_active_jobs(target.handle, keep_items=False))
         if outcome is None:
             return
-        result, duration = outcome
+        result, started_wall, duration = outcome
         self._log_success(target)
-        snapshot = self.store.state.company(target) or CompanySnapshot(target)
-        self.store.put(
-            snapshot.after_success(
-                result.jobs, at=started_wall, duration=duration, invalid_records=result.invalid_records
-            )
+        self.store.record_success(
+            target, result.jobs, at=started_wall, duration=duration, invalid_records=result.invalid_records
         )
-        self.on_publish()
 
     def _unique_across_accounts(self, targets: list[CompanyTarget]) -> list[CompanyTarget]:
         """A company another account already polls is not polled twice; a label another
@@ -254,7 +244,7 @@ class Poller:
         outcome = await self._timed(placeholder, account.client.get_company_memberships)
         if outcome is None:
             return
-        memberships, _ = outcome
+        memberships, _, _ = outcome
         targets, unknown = choose_targets(account.name, memberships, account.companies, self.shard)
         targets = self._unique_across_accounts(targets)
         for entry in unknown:
@@ -269,7 +259,6 @@ class Poller:
         self._log_success(placeholder)
         self.scheduler.remove_job(self._job_id(placeholder))
         self._targets.pop(self._job_id(placeholder), None)
-        self.store.remove(placeholder)
+        self.store.record_discovered(placeholder, targets)
         for target in targets:
             self._schedule(target, self._poll_company)
-        self.on_publish()

@@ -1,17 +1,22 @@
-"""Immutable snapshots of what the poller knows, and the store that swaps them in.
+"""Immutable snapshots of what the poller knows, and the store that owns every change to them.
 
-A poll never edits what a scrape may be reading: it builds a new `CompanySnapshot` from the
-previous one and the answer, and the store replaces the whole `State` in one assignment. A
-reader holding a `State` sees one consistent world, never half a poll.
+Data flows one way: client -> poller -> store -> subscribers. The poller tells the store what
+happened (`record_success`, `record_failure`, `record_skipped`, `record_discovered`); the store
+builds a new `CompanySnapshot` from the previous one, replaces the whole `State` in one
+assignment and hands it to its subscribers (the exposition). A reader holding a `State` sees one
+consistent world, never half a poll. Whether a company's data is fresh enough to export is
+decided here only (`State.is_fresh`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from exporter.errors import Reason
 from exporter.models import ActiveJob, TaskState
 
 log = logging.getLogger(__name__)
@@ -46,10 +51,6 @@ class CompanySnapshot:
     finished_total: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     last_error: str | None = None
 
-    def is_stale(self, now: float, max_age: float) -> bool:
-        """No successful poll within max_age: its per-job series are not exported."""
-        return self.fetched_at is None or now - self.fetched_at > max_age
-
     def after_success(
         self, jobs: tuple[ActiveJob, ...], *, at: float, duration: float, invalid_records: int
     ) -> CompanySnapshot:
@@ -66,7 +67,7 @@ class CompanySnapshot:
             last_error=None,
         )
 
-    def after_failure(self, reason: str, message: str, *, at: float, duration: float) -> CompanySnapshot:
+    def after_failure(self, reason: Reason, message: str, *, at: float, duration: float) -> CompanySnapshot:
         return replace(
             self,
             up=False,
@@ -78,7 +79,7 @@ class CompanySnapshot:
         )
 
     def after_skipped_run(self) -> CompanySnapshot:
-        return replace(self, errors_total=_add(self.errors_total, "skipped"))
+        return replace(self, errors_total=_add(self.errors_total, Reason.SKIPPED))
 
 
 def _add(counts: Mapping[str, int], key: str) -> Mapping[str, int]:
@@ -128,6 +129,7 @@ class State:
     generation: int = 0
     series_dropped_total: int = 0
     per_job_series: bool = True
+    max_age: float = math.inf
 
     def company(self, target: CompanyTarget) -> CompanySnapshot | None:
         for snapshot in self.companies:
@@ -135,42 +137,106 @@ class State:
                 return snapshot
         return None
 
+    def is_fresh(self, company: CompanySnapshot, now: float) -> bool:
+        """A successful poll within max_age: only then are its per-job series exported."""
+        return company.fetched_at is not None and now - company.fetched_at <= self.max_age
 
-def per_job_series_count(jobs: Iterable[ActiveJob]) -> int:
-    """Series a company's jobs produce: 9 per job and 11 per task (see `collector`)."""
-    return sum(9 + 11 * len(job.task_progress_array) for job in jobs)
+    def fresh_companies(self, now: float) -> tuple[CompanySnapshot, ...]:
+        return tuple(c for c in self.companies if self.is_fresh(c, now))
+
+    def stale_labels(self, now: float) -> frozenset[str]:
+        return frozenset(c.target.label for c in self.companies if not self.is_fresh(c, now))
+
+
+@dataclass(frozen=True)
+class SeriesGuard:
+    """The max-series guard: above `max_series` per-job series (0: no limit), the per-job
+    families are not exported. What a job and a task cost comes from the metric specification
+    (`metrics.series_guard`)."""
+
+    max_series: int
+    per_job: int
+    per_task: int
+
+    def series(self, jobs: Iterable[ActiveJob]) -> int:
+        return sum(self.per_job + self.per_task * len(job.task_progress_array) for job in jobs)
+
+    def over(self, series: int) -> bool:
+        return self.max_series > 0 and series > self.max_series
+
+
+NO_GUARD = SeriesGuard(0, 0, 0)
+Subscriber = Callable[[State], None]
 
 
 class Store:
-    """Holds the current `State`; replaced whole, never edited."""
+    """Holds the current `State`, makes every change to it, and tells the subscribers."""
 
-    def __init__(self, max_series: int = 0) -> None:
-        self.state = State()
-        self.max_series = max_series
+    def __init__(self, *, max_age: float = math.inf, guard: SeriesGuard = NO_GUARD) -> None:
+        self.state = State(max_age=max_age)
+        self.guard = guard
+        self._subscribers: list[Subscriber] = []
 
-    def put(self, snapshot: CompanySnapshot) -> State:
-        """Swap in a new snapshot of one company (added if new); returns the new State."""
-        others = tuple(s for s in self.state.companies if s.target != snapshot.target)
-        return self._swap((*others, snapshot))
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call `subscriber` with every new State, in the thread that made the change."""
+        self._subscribers.append(subscriber)
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def track(self, target: CompanyTarget) -> State:
+        """A company (or an account's discovery) to be polled, not polled yet."""
+        return self._put(CompanySnapshot(target))
+
+    def record_success(
+        self, target: CompanyTarget, jobs: tuple[ActiveJob, ...], *, at: float, duration: float,
+        invalid_records: int = 0,
+    ) -> State:
+        """A poll answered: `jobs` are the company's active jobs as of `at` (wall clock)."""
+        return self._put(
+            self._snapshot(target).after_success(jobs, at=at, duration=duration, invalid_records=invalid_records)
+        )
+
+    def record_failure(
+        self, target: CompanyTarget, reason: Reason, message: str, *, at: float, duration: float
+    ) -> State:
+        """A poll failed: the jobs known are kept (and go stale after max_age)."""
+        return self._put(self._snapshot(target).after_failure(reason, message, at=at, duration=duration))
+
+    def record_skipped(self, target: CompanyTarget) -> State | None:
+        """A scheduled poll did not run because the previous one still did (None: unknown target)."""
+        snapshot = self.state.company(target)
+        return None if snapshot is None else self._put(snapshot.after_skipped_run())
+
+    def record_discovered(self, placeholder: CompanyTarget, targets: Iterable[CompanyTarget]) -> State:
+        """An account's companies are known: its placeholder gives way to one target each."""
+        added = {t: CompanySnapshot(t) for t in targets}
+        kept = tuple(s for s in self.state.companies if s.target != placeholder and s.target not in added)
+        return self._swap((*kept, *added.values()))
 
     def remove(self, target: CompanyTarget) -> State:
         return self._swap(tuple(s for s in self.state.companies if s.target != target))
 
-    def record_skipped_run(self, target: CompanyTarget) -> State | None:
-        """Count a scheduled poll that did not run because the previous one still did."""
-        snapshot = self.state.company(target)
-        return None if snapshot is None else self.put(snapshot.after_skipped_run())
+    # -- the swap -------------------------------------------------------------------------------
+
+    def _snapshot(self, target: CompanyTarget) -> CompanySnapshot:
+        return self.state.company(target) or CompanySnapshot(target)
+
+    def _put(self, snapshot: CompanySnapshot) -> State:
+        others = tuple(s for s in self.state.companies if s.target != snapshot.target)
+        return self._swap((*others, snapshot))
 
     def _swap(self, companies: tuple[CompanySnapshot, ...]) -> State:
         ordered = tuple(sorted(companies, key=lambda s: (s.target.label, s.target.handle)))
-        series = per_job_series_count(job for s in ordered for job in s.jobs)
-        over = self.max_series > 0 and series > self.max_series
+        series = self.guard.series(job for s in ordered for job in s.jobs)
+        over = self.guard.over(series)
         dropped = self.state.series_dropped_total + (series if over else 0)
         if over == self.state.per_job_series:  # the guard trips or releases: say so once
             if over:
                 log.warning("%d per-job series exceed poll.max_series=%d: exporting only per-company "
-                            "aggregates and health until they fit again", series, self.max_series)
+                            "aggregates and health until they fit again", series, self.guard.max_series)
             else:
                 log.info("per-job series (%d) fit poll.max_series again: exporting them", series)
-        self.state = State(ordered, self.state.generation + 1, dropped, per_job_series=not over)
+        self.state = State(ordered, self.state.generation + 1, dropped, not over, self.state.max_age)
+        for subscriber in self._subscribers:
+            subscriber(self.state)
         return self.state

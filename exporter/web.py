@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable
 
 from exporter import APP_NAME, __version__
-from exporter.exposition import Exposition, negotiate
+from exporter.exposition import Exposition
 from exporter.httpserver import Request, Response
 from exporter.snapshot import CompanySnapshot, Store
 
 HTML = "text/html; charset=utf-8"
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})  # answered without basic auth if so configured
 
 
 class WebApp:
@@ -46,7 +47,7 @@ class WebApp:
         return Response(404, b"not found\n")
 
     async def metrics(self, request: Request) -> Response:
-        variant = negotiate(request.headers.get("accept"), request.headers.get("accept-encoding"))
+        variant = self.exposition.negotiate(request.headers.get("accept"), request.headers.get("accept-encoding"))
         names = request.query.get("name[]", [])
         body = await self.exposition.body(variant, names)
         headers: tuple[tuple[str, str], ...] = (("Vary", "Accept, Accept-Encoding"),)

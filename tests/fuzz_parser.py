@@ -159,11 +159,10 @@ def make_target() -> Callable[[bytes], None]:
         ResponseReader,
         check_job_array,
         companies_from_membership,
-        company_from_info,
     )
-    from exporter.snapshot import CompanySnapshot, CompanyTarget, Store
+    from exporter.snapshot import CompanyTarget, Store
 
-    exposition = Exposition(Store(), max_age=180.0, interval=60.0, clock=lambda: NOW)
+    exposition = Exposition(Store(max_age=180.0), interval=60.0, clock=lambda: NOW)
     variants = (Variant(TEXT_0_0_4, False), Variant(OPENMETRICS_1_0_0, False))
 
     def target(data: bytes) -> None:
@@ -173,17 +172,15 @@ def make_target() -> Callable[[bytes], None]:
         for start in range(0, len(data), size):
             reader.feed(data[start : start + size])
         element = reader.close()
-        if operation == "getCompanyInfo":
-            company_from_info(element)
-        elif operation == "getCompanyMembership":
+        if operation == "getCompanyMembership":
             companies_from_membership(element)
         elif operation == "getActiveJobs":
             check_job_array(element)
             result = reader.result()
             if result.jobs:
-                snapshot = CompanySnapshot(CompanyTarget("main", "c|1", "c")).after_success(
-                    result.jobs, at=NOW - 1, duration=0.1, invalid_records=result.invalid_records)
-                state = Store().put(snapshot)
+                state = Store(max_age=180.0).record_success(
+                    CompanyTarget("main", "c|1", "c"), result.jobs, at=NOW - 1, duration=0.1,
+                    invalid_records=result.invalid_records)
                 for variant in variants:
                     exposition.render(state, variant, NOW)
 

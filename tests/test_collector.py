@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import JOB_STATES, METRIC_NAMES, TASK_STATES
+from exporter.errors import Reason
 from exporter.exposition import OPENMETRICS_1_0_0, TEXT_0_0_4, Exposition, Variant
+from exporter.metrics import JOB_STATES, METRIC_NAMES, TASK_STATES, series_guard
 from exporter.models import ActiveJob, TaskProgress
-from exporter.snapshot import CompanySnapshot, CompanyTarget, Store
+from exporter.snapshot import CompanyTarget, Store
 
 NOW = 1_800_000_000.0
 TARGET = CompanyTarget("main", "c|110", 'Bits & "Bytes" <EU>')
@@ -34,8 +35,8 @@ def job(name: str, *tasks: TaskProgress, state: str = "Running", job_type: str =
     )
 
 
-def render(store: Store, now: float = NOW, max_age: float = 180.0) -> dict[tuple[str, tuple], float]:
-    exposition = Exposition(store, max_age=max_age, interval=60.0, clock=lambda: now)
+def render(store: Store, now: float = NOW) -> dict[tuple[str, tuple], float]:
+    exposition = Exposition(store, interval=60.0, clock=lambda: now)
     text = exposition.render(store.state, Variant(TEXT_0_0_4, gzip=False), now).decode()
     samples = {}
     for family in text_string_to_metric_families(text):
@@ -44,9 +45,19 @@ def render(store: Store, now: float = NOW, max_age: float = 180.0) -> dict[tuple
     return samples
 
 
-def polled(*jobs: ActiveJob, at: float = NOW - 10, previous: CompanySnapshot | None = None) -> CompanySnapshot:
-    base = previous or CompanySnapshot(TARGET)
-    return base.after_success(tuple(jobs), at=at, duration=0.5, invalid_records=0)
+def new_store(**kwargs: object) -> Store:
+    return Store(max_age=180.0, **kwargs)  # type: ignore[arg-type]
+
+
+def poll(store: Store, *jobs: ActiveJob, at: float = NOW - 10) -> None:
+    store.record_success(TARGET, tuple(jobs), at=at, duration=0.5)
+
+
+PLAIN = Variant(TEXT_0_0_4, False)
+
+
+def text_of(store: Store, variant: Variant = PLAIN) -> str:
+    return Exposition(store, interval=60).render(store.state, variant, NOW).decode()
 
 
 def labels(**kv: str) -> tuple:
@@ -54,8 +65,8 @@ def labels(**kv: str) -> tuple:
 
 
 def test_task_and_job_series():
-    store = Store()
-    store.put(polled(job("upload_1", task("com.scene7.upload.UploadAsyncTaskMonitor", "Processing", 3, 4))))
+    store = new_store()
+    poll(store, job("upload_1", task("com.scene7.upload.UploadAsyncTaskMonitor", "Processing", 3, 4)))
     samples = render(store)
     company = TARGET.label
     task_labels = dict(company=company, job_name="upload_1", job_type="UrlUpload",
@@ -83,8 +94,8 @@ def test_task_and_job_series():
 
 
 def test_old_api_task_without_state_is_unknown_and_new_values_too():
-    store = Store()
-    store.put(polled(job("a_1", task("t.old", None), task("t.new", "Paused"), state="Hibernating")))
+    store = new_store()
+    poll(store, job("a_1", task("t.old", None), task("t.new", "Paused"), state="Hibernating"))
     samples = render(store)
     for task_type in ("t.old", "t.new"):
         key = labels(company=TARGET.label, job_name="a_1", job_type="UrlUpload", task_type=task_type, state="Unknown")
@@ -94,32 +105,31 @@ def test_old_api_task_without_state_is_unknown_and_new_values_too():
 
 
 def test_job_that_left_disappears_from_the_next_scrape():
-    store = Store()
-    first = polled(job("a_1", task("t", "Processing")), job("b_1", task("t", "Processing")))
-    store.put(first)
+    store = new_store()
+    poll(store, job("a_1", task("t", "Processing")), job("b_1", task("t", "Processing")))
     assert any(dict(k[1]).get("job_name") == "b_1" for k in render(store))
-    store.put(polled(job("a_1", task("t", "Processing")), previous=first))
+    poll(store, job("a_1", task("t", "Processing")))
     after = render(store)
     assert not any(dict(k[1]).get("job_name") == "b_1" for k in after)
     assert after[("scene7_active_jobs", labels(company=TARGET.label))] == 1
 
 
 def test_stale_snapshot_exports_only_health_with_up_0():
-    store = Store()
-    store.put(polled(job("a_1", task("t", "Processing")), at=NOW - 200))
-    samples = render(store, max_age=180)
+    store = new_store()
+    poll(store, job("a_1", task("t", "Processing")), at=NOW - 181)
+    samples = render(store)
     names = {name for name, _ in samples}
     assert samples[("scene7_up", labels(company=TARGET.label))] == 0
     assert not names & {"scene7_task_items", "scene7_job_info", "scene7_active_jobs", "scene7_tasks"}
     assert "scene7_polls_total" in names
-    # Within max_age the same snapshot is fresh.
-    assert render(store, max_age=300)[("scene7_up", labels(company=TARGET.label))] == 1
+    # At exactly max_age the same snapshot is still fresh.
+    assert render(store, now=NOW - 1)[("scene7_up", labels(company=TARGET.label))] == 1
 
 
 def test_failed_poll_keeps_recent_series_but_up_0():
-    store = Store()
-    good = polled(job("a_1", task("t", "Processing")))
-    store.put(good.after_failure("timeout", "slow", at=NOW - 5, duration=20.0))
+    store = new_store()
+    poll(store, job("a_1", task("t", "Processing")))
+    store.record_failure(TARGET, Reason.TIMEOUT, "slow", at=NOW - 5, duration=20.0)
     samples = render(store)
     assert samples[("scene7_up", labels(company=TARGET.label))] == 0
     assert samples[("scene7_poll_errors_total", labels(company=TARGET.label, reason="timeout"))] == 1
@@ -128,29 +138,32 @@ def test_failed_poll_keeps_recent_series_but_up_0():
 
 
 def test_finished_tasks_are_counted_once_and_vanished_ones_too():
-    first = polled(job("a_1", task("t", "Processing")), job("b_1", task("t", "Processing")),
-                   job("c_1", task("t", "Failed")))
-    second = polled(job("a_1", task("t", "Failed")), job("c_1", task("t", "Failed")), previous=first)
-    third = polled(job("c_1", task("t", "Failed")), previous=second)
-    counts = dict(third.finished_total)
+    store = new_store()
+    poll(store, job("a_1", task("t", "Processing")), job("b_1", task("t", "Processing")),
+         job("c_1", task("t", "Failed")))
+    poll(store, job("a_1", task("t", "Failed")), job("c_1", task("t", "Failed")))
+    poll(store, job("c_1", task("t", "Failed")))
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None
+    counts = dict(snapshot.finished_total)
     # a_1 failed (seen), b_1 vanished unfinished, c_1 was already failed at start-up: not counted;
     # a_1 leaving after it failed is not a vanish.
     assert counts == {("t", "Done"): 0, ("t", "Failed"): 1, ("t", "Vanished"): 1}
 
 
 def test_duplicate_task_types_do_not_duplicate_series():
-    store = Store()
-    store.put(polled(job("a_1", task("t", "Processing"), task("t", "New"))))
-    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(TEXT_0_0_4, False), NOW).decode()
+    store = new_store()
+    poll(store, job("a_1", task("t", "Processing"), task("t", "New")))
+    text = text_of(store)
     lines = [line for line in text.splitlines() if line.startswith("scene7_task_progress_ratio{")]
     assert len(lines) == 1
 
 
 def test_max_series_guard_keeps_aggregates_and_counts_drops(caplog):
     caplog.set_level(logging.INFO)
-    store = Store(max_series=25)
-    store.put(polled(*(job(f"j{i}_1", task("t", "Processing")) for i in range(3))))
-    store.put(polled(*(job(f"j{i}_1", task("t", "Processing")) for i in range(3))))
+    store = new_store(guard=series_guard(25))
+    poll(store, *(job(f"j{i}_1", task("t", "Processing")) for i in range(3)))
+    poll(store, *(job(f"j{i}_1", task("t", "Processing")) for i in range(3)))
     assert [r.levelname for r in caplog.records if "max_series" in r.getMessage()] == ["WARNING"]
     samples = render(store)
     names = {name for name, _ in samples}
@@ -159,42 +172,40 @@ def test_max_series_guard_keeps_aggregates_and_counts_drops(caplog):
     assert samples[("scene7_tasks", labels(company=TARGET.label, job_type="UrlUpload", task_type="t",
                                            state="Processing"))] == 3
     assert samples[("scene7_series_dropped_total", ())] == 2 * 3 * 20
-    store.put(polled(job("j0_1", task("t", "Processing"))))
+    poll(store, job("j0_1", task("t", "Processing")))
     assert any(k[0] == "scene7_task_items" for k in render(store))
     assert "fit poll.max_series again" in caplog.text
 
 
 def test_every_declared_metric_is_rendered_and_promtool_accepts_it():
-    store = Store()
-    first = polled(job("a_1", task("t", "Processing")))
-    store.put(polled(job("a_1", task("t", "Done")), previous=first))
-    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(TEXT_0_0_4, False), NOW)
-    families = text_string_to_metric_families(text.decode())
+    store = new_store()
+    poll(store, job("a_1", task("t", "Processing")))
+    poll(store, job("a_1", task("t", "Done")))
+    text = text_of(store)
+    families = text_string_to_metric_families(text)
     names = {f.name if f.type != "counter" else f.name + "_total" for f in families}
     assert names == METRIC_NAMES
-    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
+    check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
     assert check.returncode == 0, check.stderr.decode()
 
 
 @pytest.mark.parametrize("openmetrics", [False, True])
 def test_help_names_the_poll_interval(openmetrics):
-    store = Store()
-    store.put(polled(job("a_1", task("t", "Processing"))))
-    variant = Variant(OPENMETRICS_1_0_0 if openmetrics else TEXT_0_0_4, False)
-    text = Exposition(store, max_age=180, interval=60).render(store.state, variant, NOW).decode()
+    store = new_store()
+    poll(store, job("a_1", task("t", "Processing")))
+    text = text_of(store, Variant(OPENMETRICS_1_0_0 if openmetrics else TEXT_0_0_4, False))
     assert "# HELP scene7_up 1 if the last poll of the company succeeded and is recent, else 0. " \
            "From a background poll of IPS every 60s." in text
     assert text.endswith("# EOF\n") == openmetrics
 
 
 async def test_a_scrape_during_a_render_gets_the_previous_bytes_whole():
-    store = Store()
-    first = polled(job("a_1", task("t", "Processing")))
-    store.put(first)
-    exposition = Exposition(store, max_age=180, interval=60, clock=lambda: NOW)
+    store = new_store()
+    poll(store, job("a_1", task("t", "Processing")))
+    exposition = Exposition(store, interval=60, clock=lambda: NOW)
     variant = Variant(TEXT_0_0_4, gzip=False)
     old = await exposition.body(variant)  # a variant never asked for waits for its render
-    store.put(polled(job("b_1", task("t", "Processing")), previous=first))
+    poll(store, job("b_1", task("t", "Processing")))
     assert await exposition.body(variant) == old  # served at once; the new State renders behind
     await exposition.settle()
     new = await exposition.body(variant)

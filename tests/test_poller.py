@@ -1,0 +1,182 @@
+"""The poller, one poll at a time: a fake client, a stepped clock, and the store it reports to.
+
+No scheduler runs and no wall clock is waited on: each test calls the poll the scheduler would
+call and reads what the store recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+
+from exporter.errors import (
+    ApiFault,
+    AuthenticationFault,
+    AuthorizationFault,
+    HttpStatusError,
+    IpsConnectionError,
+    IpsTimeout,
+    MalformedResponse,
+    OversizedResponse,
+    Reason,
+)
+from exporter.models import ActiveJob, Company, CompanyMembership
+from exporter.parse import ActiveJobsResult
+from exporter.poller import Account, Poller
+from exporter.snapshot import CompanyTarget, Store
+
+WHEN = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+START = 1_800_000_000.0
+
+
+class SteppedClock:
+    """Every reading is `step` seconds after the one before."""
+
+    def __init__(self, start: float, step: float) -> None:
+        self.now, self.step = start - step, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+class FakeClient:
+    """Answers from a script: each call takes the next entry (an exception is raised)."""
+
+    api_version = "2014-04-03"
+
+    def __init__(self, answers: Iterator[object], memberships: list[CompanyMembership] | None = None) -> None:
+        self.answers = answers
+        self.memberships = memberships or []
+
+    async def get_company_memberships(self) -> list[CompanyMembership]:
+        return self.memberships
+
+    async def get_active_jobs(self, company_handle: str, *, keep_items: bool = True) -> ActiveJobsResult:
+        answer = next(self.answers)
+        if isinstance(answer, BaseException):
+            raise answer
+        assert isinstance(answer, ActiveJobsResult)
+        return answer
+
+
+def job(name: str) -> ActiveJob:
+    return ActiveJob(company_handle="c|1", job_handle=f"j|{name}", name=name, original_name=name,
+                     job_type="UrlUpload", state="Running", start_date=WHEN, last_progress_update=WHEN)
+
+
+def membership(handle: str, name: str) -> CompanyMembership:
+    return CompanyMembership(company=Company(company_handle=handle, name=name))
+
+
+TARGET = CompanyTarget("main", "c|1", "Acme")
+
+
+def make_poller(*answers: object, memberships: list[CompanyMembership] | None = None) -> tuple[Poller, Store]:
+    store = Store(max_age=180.0)
+    client = FakeClient(iter(answers), memberships)
+    poller = Poller([Account("main", client)], store, interval=60, timeout=20,  # type: ignore[arg-type]
+                    clock=SteppedClock(START, 10.0), timer=SteppedClock(0.0, 0.25))
+    return poller, store
+
+
+async def test_discovery_replaces_the_account_placeholder_by_its_companies():
+    poller, store = make_poller(memberships=[membership("c|1", "Acme"), membership("c|2", "Bits")])
+    poller.start()
+    try:
+        (placeholder,) = [c.target for c in store.state.companies]
+        assert placeholder == CompanyTarget("main", "", "main")
+        await poller._discover(placeholder)
+        assert [c.target for c in store.state.companies] == [
+            CompanyTarget("main", "c|1", "Acme"), CompanyTarget("main", "c|2", "Bits")]
+        assert sorted(j.id for j in poller.scheduler.get_jobs()) == ["main\x00c|1", "main\x00c|2"]
+    finally:
+        await poller.stop()
+
+
+async def test_a_poll_is_recorded_with_its_start_time_and_duration():
+    poller, store = make_poller(ActiveJobsResult((job("a"), job("b")), invalid_records=2))
+    await poller._poll_company(TARGET)
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None
+    assert [j.name for j in snapshot.jobs] == ["a", "b"]
+    assert (snapshot.fetched_at, snapshot.poll_duration) == (START, 0.25)
+    assert (snapshot.up, snapshot.polls_total, snapshot.invalid_records_total) == (True, 1, 2)
+    assert store.state.is_fresh(snapshot, START + 180) and not store.state.is_fresh(snapshot, START + 180.5)
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (IpsTimeout("slow"), Reason.TIMEOUT),
+    (IpsConnectionError("refused"), Reason.CONNECTION),
+    (HttpStatusError(502), Reason.HTTP),
+    (AuthenticationFault(10001, "Invalid credentials"), Reason.AUTHENTICATION),
+    (AuthorizationFault(20001, "No access"), Reason.AUTHORIZATION),
+    (ApiFault(30000, "Bad request"), Reason.API_FAULT),
+    (MalformedResponse("broken"), Reason.MALFORMED),
+    (OversizedResponse("too big"), Reason.OVERSIZED),
+    (KeyError("bug"), Reason.INTERNAL),
+])
+async def test_each_failure_is_recorded_under_its_reason_and_the_jobs_are_kept(error, reason):
+    poller, store = make_poller(ActiveJobsResult((job("a"),)), error)
+    await poller._poll_company(TARGET)
+    await poller._poll_company(TARGET)
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None
+    assert dict(snapshot.errors_total) == {reason: 1}
+    assert (snapshot.up, snapshot.polls_total, [j.name for j in snapshot.jobs]) == (False, 2, ["a"])
+    assert snapshot.fetched_at == START and snapshot.attempted_at == START + 10
+    assert snapshot.last_error is not None and snapshot.last_error.startswith(f"{reason}: ")
+
+
+async def test_a_bug_of_ours_is_internal_with_its_traceback_logged_once(caplog):
+    poller, store = make_poller(ZeroDivisionError(), ZeroDivisionError(), ZeroDivisionError())
+    for _ in range(3):
+        await poller._poll_company(TARGET)
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None and dict(snapshot.errors_total) == {Reason.INTERNAL: 3}
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and tracebacks[0].exc_info[0] is ZeroDivisionError
+
+
+async def test_failures_are_logged_once_per_change_and_recovery_once(caplog):
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    fault = AuthenticationFault(10001, "Invalid credentials")
+    poller, _ = make_poller(fault, fault, fault, ActiveJobsResult(()))
+    for _ in range(4):
+        await poller._poll_company(TARGET)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert lines == [
+        "poll of company 'Acme' failed: authentication: authenticationFault 10001: Invalid credentials",
+        "poll of company 'Acme' recovered",
+    ]
+
+
+async def test_a_run_the_scheduler_could_not_start_is_counted_as_skipped():
+    poller, store = make_poller()
+    poller._targets["main\x00c|1"] = TARGET
+    store.track(TARGET)
+    published: list[int] = []
+    store.subscribe(lambda state: published.append(state.generation))
+    poller._on_missed_run(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, "main\x00c|1", "default", []))
+    poller._on_missed_run(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, "unknown", "default", []))
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None and dict(snapshot.errors_total) == {Reason.SKIPPED: 1}
+    assert len(published) == 1
+
+
+def test_every_transition_publishes_one_new_state_to_each_subscriber():
+    store = Store(max_age=180.0)
+    seen: list[tuple[int, int]] = []
+    store.subscribe(lambda state: seen.append((1, state.generation)))
+    store.subscribe(lambda state: seen.append((2, state.generation)))
+    store.track(TARGET)
+    store.record_success(TARGET, (job("a"),), at=START, duration=1.0)
+    store.record_failure(TARGET, Reason.HTTP, "HTTP 502", at=START + 60, duration=1.0)
+    store.record_skipped(TARGET)
+    store.remove(TARGET)
+    assert seen == [(i, g) for g in range(1, 6) for i in (1, 2)]
+    assert store.record_skipped(TARGET) is None and len(seen) == 10
