@@ -151,6 +151,8 @@ class IpsClient:
                 raise error
             log.debug("%s attempt %d failed (%s), retrying in %.2fs", operation, attempt + 1, error, delay)
             await asyncio.sleep(delay)
+            if loop.time() >= deadline:  # the sleep overshot (a busy loop): report what kept failing
+                raise error
             attempt += 1
 
     async def _attempt(

@@ -151,6 +151,22 @@ async def test_503_until_the_deadline_gives_the_http_error():
     assert len(recorder.requests) > 1
 
 
+async def test_a_retry_sleep_that_overshoots_the_deadline_still_gives_the_http_error(monkeypatch):
+    # On a loaded machine the backoff sleep can end after the deadline: the error that kept
+    # coming is the answer, not a timeout that never happened.
+    real_sleep = asyncio.sleep
+
+    async def overshooting_sleep(delay: float) -> None:
+        await real_sleep(delay + FAST_RETRY.deadline)
+
+    monkeypatch.setattr("exporter.client.asyncio.sleep", overshooting_sleep)
+    recorder = Recorder(httpx.Response(503, text="busy", headers={"Content-Type": "text/plain"}))
+    async with client_for(recorder) as client:
+        with pytest.raises(HttpStatusError) as caught:
+            await client.get_active_jobs("1")
+    assert caught.value.status == 503 and len(recorder.requests) == 1
+
+
 def raiser(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
     def answer(request: httpx.Request) -> httpx.Response:
         raise exc
