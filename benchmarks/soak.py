@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gzip
 import http.client
 import json
@@ -31,21 +30,35 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # support.py, shared with the tests
+from support import (
+    Process,
+    Samples,
+    by_label,
+    exporter_command,
+    family,
+    free_port,
+    http_ok,
+    median,
+    parse_samples,
+    percentile,
+    proc_status,
+    running,
+    wait_until,
+)
 
 from exporter.simulator.faults import FaultKind
 
@@ -72,72 +85,7 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except Exception as exc:  # retried until the deadline
-            last = exc
-        else:
-            if result:
-                return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}" + (f": {last!r}" if last else ""))
-
-
-def _die_with_parent() -> None:
-    """Children get SIGTERM if this script is killed outright (Linux prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-class Child:
-    """A child process with its output in a log file; stop() terminates, then kills."""
-
-    def __init__(self, name: str, args: list[str], work: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.log_path = work / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
-            env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent,
-        )
-        self.pid = self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
-
-
 # --------------------------------------------------------------------------- /proc sampling
-
-
-def rss_bytes(pid: int) -> tuple[int, int]:
-    """VmRSS and VmHWM (peak) in bytes."""
-    values: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -224,11 +172,11 @@ def checkpoint(pid: int, exporter_port: int, simulator_port: int, t0: float) -> 
     fds: list[FdCount] = []
     for i in range(10):
         if i % 2 == 0:
-            rss.append(rss_bytes(pid)[0])
+            rss.append(proc_status(pid)["VmRSS"])
         fds.append(count_fds(pid, exporter_port, simulator_port))
         time.sleep(0.2)
     best = min(fds, key=lambda f: (f.stable, f.total))
-    return Checkpoint(round(time.monotonic() - t0, 1), int(statistics.median(rss)), best, os.getloadavg())
+    return Checkpoint(round(time.monotonic() - t0, 1), int(median(rss)), best, os.getloadavg())
 
 
 # --------------------------------------------------------------------------- scrapers
@@ -380,31 +328,19 @@ class FaultSwitcher:
 # --------------------------------------------------------------------------- metrics
 
 
-def read_metrics(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def read_metrics(port: int) -> Samples:
+    """The exporter's health families: what all_up() and poll_figures() read."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=SCRAPE_TIMEOUT, trust_env=False).text
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.startswith("scene7_") and not sample.name.startswith("scene7_task"):
-                out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
+    return parse_samples(text, names=["scene7_up", "scene7_polls_total", "scene7_poll_errors_total",
+                                      "scene7_invalid_records_total"])
 
 
-def by_label(series: dict[tuple[tuple[str, str], ...], float], label: str) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    for labels, value in series.items():
-        key = dict(labels).get(label, "")
-        totals[key] = totals.get(key, 0.0) + value
-    return dict(sorted(totals.items()))
-
-
-def poll_figures(metrics: dict[str, dict[tuple[tuple[str, str], ...], float]]) -> dict[str, Any]:
+def poll_figures(samples: Samples) -> dict[str, Any]:
     return {
-        "polls": int(sum(metrics.get("scene7_polls_total", {}).values())),
-        "polls_by_company": by_label(metrics.get("scene7_polls_total", {}), "company"),
-        "errors_by_reason": {k: int(v) for k, v in by_label(metrics.get("scene7_poll_errors_total", {}),
-                                                            "reason").items()},
-        "invalid_records": int(sum(metrics.get("scene7_invalid_records_total", {}).values())),
+        "polls": int(sum(family(samples, "scene7_polls_total").values())),
+        "polls_by_company": by_label(samples, "scene7_polls_total", "company"),
+        "errors_by_reason": {k: int(v) for k, v in by_label(samples, "scene7_poll_errors_total", "reason").items()},
+        "invalid_records": int(sum(family(samples, "scene7_invalid_records_total").values())),
     }
 
 
@@ -445,35 +381,16 @@ def write_config(work: Path, simulator_port: int, exporter_port: int) -> Path:
 
 
 @contextlib.contextmanager
-def children(work: Path, seed: int, jobs: int) -> Iterator[tuple[Child, Child, int, int]]:
+def children(work: Path, seed: int, jobs: int) -> Iterator[tuple[Process, Process, int, int]]:
     simulator_port, exporter_port = free_port(), free_port()
-    python = sys.executable
-    started: list[Child] = []
-    try:
-        simulator = Child("simulator", [
-            python, "-m", "exporter.cli", "simulate", f"--web.listen-address=127.0.0.1:{simulator_port}",
-            f"--jobs={jobs}", "--time-scale=60", f"--seed={seed}",
-        ], work)
-        started.append(simulator)
-        wait_until(lambda: simulator.alive() and httpx.get(
-            f"http://127.0.0.1:{simulator_port}/simulator/faults", timeout=2).status_code == 200, 60, "the simulator")
-        config = write_config(work, simulator_port, exporter_port)
-        exporter = Child("exporter", [python, "-m", "exporter.cli", "run", f"--config.file={config}"], work,
-                         env={"SCENE7_EXPORTER_PASSWORD": "demo"})
-        started.append(exporter)
-        wait_until(lambda: exporter.alive() and httpx.get(
-            f"http://127.0.0.1:{exporter_port}/readyz", timeout=2).status_code == 200, 60, "the exporter")
-        yield simulator, exporter, simulator_port, exporter_port
-    finally:
-        for child in reversed(started):
-            child.stop()
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    simulate = exporter_command("simulate", f"--web.listen-address=127.0.0.1:{simulator_port}", f"--jobs={jobs}",
+                                "--time-scale=60", f"--seed={seed}")
+    with running("simulator", simulate, work, lambda: http_ok(f"http://127.0.0.1:{simulator_port}/simulator/faults"),
+                 timeout=60, cwd=ROOT) as simulator:
+        run = exporter_command("run", f"--config.file={write_config(work, simulator_port, exporter_port)}")
+        with running("exporter", run, work, lambda: http_ok(f"http://127.0.0.1:{exporter_port}/readyz"),
+                     timeout=60, cwd=ROOT, env={"SCENE7_EXPORTER_PASSWORD": "demo"}) as exporter:
+            yield simulator, exporter, simulator_port, exporter_port
 
 
 def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -496,7 +413,7 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         handles = [c["handle"] for c in httpx.get(base + "/simulator/world", timeout=10).json()["companies"]]
 
         def all_up() -> bool:
-            up = read_metrics(exporter_port).get("scene7_up", {})
+            up = family(read_metrics(exporter_port), "scene7_up")
             return len(up) == len(handles) and all(v == 1 for v in up.values())
 
         wait_until(all_up, 30, "every company polled once")
@@ -509,9 +426,9 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         def sample_loop() -> None:
             while exporter.alive() and not stop_sampling.is_set():
                 with contextlib.suppress(OSError, KeyError):
-                    rss, hwm = rss_bytes(exporter.pid)
+                    status = proc_status(exporter.pid)
                     fds = len(os.listdir(f"/proc/{exporter.pid}/fd"))
-                    samples.append(Sample(round(time.monotonic() - t0, 1), rss, hwm, fds,
+                    samples.append(Sample(round(time.monotonic() - t0, 1), status["VmRSS"], status["VmHWM"], fds,
                                           round(cpu_seconds(exporter.pid), 2), os.getloadavg()[0]))
                 stop_sampling.wait(args.sample_every)
 
@@ -561,7 +478,7 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     try:
                         wait_until(all_up, max(15.0, 5 * POLL_INTERVAL), "every company up again", interval=0.5)
                         result["recovery_seconds"] = round(time.monotonic() - cleared, 1)
-                    except TimeoutError as exc:
+                    except AssertionError as exc:
                         failures.append(f"exporter did not recover after the faults were cleared: {exc}")
                     time.sleep(max(0.0, SETTLE_SECONDS - (time.monotonic() - cleared)))
                 if exporter.alive():
@@ -609,8 +526,8 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["scrapes"] = {
                 "served": stats.served, "failed": stats.failed,
                 "per_second": round(stats.served / max(1.0, time.monotonic() - t0), 1),
-                "p50_seconds": round(percentile(stats.latencies, 0.5), 4),
-                "p99_seconds": round(percentile(stats.latencies, 0.99), 4),
+                "p50_seconds": round(percentile(stats.latencies, 50), 4) if stats.latencies else 0.0,
+                "p99_seconds": round(percentile(stats.latencies, 99), 4) if stats.latencies else 0.0,
                 "max_seconds": round(stats.max_latency, 4), "max_at_t": stats.max_latency_at,
                 "failures": stats.failures,
             }

@@ -1,101 +1,31 @@
-"""Real processes for end-to-end tests: the simulator, the exporter, Prometheus, Alertmanager.
+"""The servers the tests run, beside the generic helpers of support.py.
 
-Each is started on 127.0.0.1 with a free port and a temporary directory, waited for until it
-answers, and stopped (terminated, then killed) when the `with` block ends, also on failure.
+Real processes, for end-to-end tests: the simulator, Prometheus, Alertmanager. Each is started
+on 127.0.0.1 with a free port and a temporary directory, waited for until it answers, and
+stopped (terminated, then killed) when the `with` block ends, also on failure.
+
+In-process, for tests of the whole exporter over real HTTP: the simulator (`simulated`) and the
+exporter (`exporting`), scraped into samples (`scrape`, `eventually`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import os
 import shutil
-import socket
-import ssl
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from support import Process, Samples, by_label, exporter_command, free_port, http_ok, parse_samples, port_open, running
 
+from exporter.app import Exporter
+from exporter.config import AccountConfig, PollConfig, Settings, WebSection
+from exporter.simulator import SimulatorConfig, SimulatorServer
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Call `check` until it returns a truthy value (returned) or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except Exception as exc:  # any failure is retried until the deadline
-            last = exc
-        else:
-            if result:
-                return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}" + (f": {last!r}" if last else ""))
-
-
-class Process:
-    """A child process whose output goes to a log file, shown when a test fails."""
-
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            list(args), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
-
-
-@contextlib.contextmanager
-def running(name: str, args: Sequence[str], log_dir: Path, ready: Callable[[], Any], *,
-            timeout: float = 30.0, env: dict[str, str] | None = None) -> Iterator[Process]:
-    process = Process(name, args, log_dir, env)
-    try:
-        def is_ready() -> Any:
-            if process.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.proc.returncode}:\n{process.log()[-3000:]}")
-            return ready()
-
-        try:
-            wait_until(is_ready, timeout, f"{name} to start")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- {name} log ---\n{process.log()[-3000:]}") from None
-        yield process
-    finally:
-        process.stop()
-
-
-def http_ok(url: str, **kwargs: Any) -> bool:
-    return httpx.get(url, timeout=2, **kwargs).status_code == 200
-
-
-def exporter_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "exporter.cli", *args]
+# --------------------------------------------------------------------------- real processes
 
 
 def simulator(log_dir: Path, *, jobs: int = 30, seed: int = 1, time_scale: float = 1.0,
@@ -108,16 +38,10 @@ def simulator(log_dir: Path, *, jobs: int = 30, seed: int = 1, time_scale: float
 
     @contextlib.contextmanager
     def cm() -> Iterator[tuple[Process, str]]:
-        with running("simulator", args, log_dir, lambda: _port_open(port)) as process:
+        with running("simulator", args, log_dir, lambda: port_open(port)) as process:
             yield process, url
 
     return cm()
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def prometheus(log_dir: Path, config: Path, port: int) -> contextlib.AbstractContextManager[Process]:
@@ -137,8 +61,91 @@ def alertmanager(log_dir: Path, config: Path, port: int) -> contextlib.AbstractC
     return running("alertmanager", args, log_dir, lambda: http_ok(f"http://127.0.0.1:{port}/-/ready"))
 
 
-def insecure_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+# --------------------------------------------------------------------------- in-process
+
+
+class Clock:
+    """A clock the test steps by hand."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def step(self, **delta: float) -> None:
+        """Forward by timedelta(**delta)."""
+        self.now += timedelta(**delta)
+
+
+@contextlib.asynccontextmanager
+async def simulated(clock: Callable[[], datetime] | None = None, **config: Any) -> AsyncIterator[SimulatorServer]:
+    """The simulator on a free port; `config` as SimulatorConfig's, 15 jobs and seed 7 unless given."""
+    config.setdefault("jobs", 15)
+    config.setdefault("seed", 7)
+    async with SimulatorServer(SimulatorConfig(**config), clock=clock) as server:
+        yield server
+
+
+def settings_for(endpoint: str, *, interval: float = 0.5, timeout: float = 0.4, max_age: float | None = None,
+                 **account: Any) -> Settings:
+    """One account "test" on `endpoint` (demo@example.com / demo), served on a free port."""
+    return Settings(
+        accounts=[AccountConfig(name="test", endpoint=endpoint, user="demo@example.com", password="demo",  # type: ignore[arg-type]
+                                **account)],
+        poll=PollConfig(interval=interval, timeout=timeout, max_age=max_age),
+        web=WebSection(listen_address="127.0.0.1:0"),
+    )
+
+
+@contextlib.asynccontextmanager
+async def exporting(settings: Settings) -> AsyncIterator[Exporter]:
+    exporter = Exporter(settings)
+    await exporter.start()
+    try:
+        yield exporter
+    finally:
+        await exporter.stop()
+
+
+async def get(exporter: Exporter, path: str = "/metrics", **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.get(f"http://127.0.0.1:{exporter.port}{path}", headers=headers)
+
+
+async def scrape(exporter: Exporter) -> Samples:
+    response = await get(exporter)
+    assert response.status_code == 200
+    return parse_samples(response.text)
+
+
+def by_company(samples: Samples, name: str) -> dict[str, float]:
+    return by_label(samples, name, "company")
+
+
+def errors(samples: Samples, reason: str) -> float:
+    """Failed polls counted under `reason`, every company together."""
+    return by_label(samples, "scene7_poll_errors_total", "reason").get(reason, 0.0)
+
+
+def all_up(samples: Samples) -> bool:
+    ups = by_company(samples, "scene7_up")
+    return bool(ups) and all(v == 1 for v in ups.values())
+
+
+def all_down(samples: Samples) -> bool:
+    ups = by_company(samples, "scene7_up")
+    return bool(ups) and all(v == 0 for v in ups.values())
+
+
+async def eventually(check: Callable[[Samples], bool], exporter: Exporter, timeout: float = 10.0) -> Samples:
+    """Scrape until `check` holds; the last scrape on timeout is shown."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        samples = await scrape(exporter)
+        if check(samples):
+            return samples
+        if asyncio.get_running_loop().time() > deadline:
+            failing = {k: v for k, v in samples.items() if k[0] == "scene7_poll_errors_total" and v}
+            raise AssertionError(f"not met within {timeout}s; up={by_company(samples, 'scene7_up')}, errors={failing}")
+        await asyncio.sleep(0.1)

@@ -8,7 +8,8 @@ import subprocess
 import time
 
 import httpx
-from servers import exporter_command, free_port, http_ok, running, simulator, wait_until
+from servers import simulator
+from support import exporter_command, free_port, http_ok, running, wait_until
 
 
 def test_demo_serves_lively_metrics_that_promtool_accepts(tmp_path):

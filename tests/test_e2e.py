@@ -33,19 +33,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from servers import (
-    Process,
-    alertmanager,
-    exporter_command,
-    free_port,
-    prometheus,
-    running,
-    simulator,
-    wait_until,
-)
+from servers import alertmanager, prometheus, simulator
+from support import Process, exporter_command, free_port, http_ok, running, wait_until
 from test_dashboards import DRILLDOWN, LABEL_VALUES, OVERVIEW, load, targets, variable_query, variables
 
-from exporter.collector import TASK_STATES
+from exporter.metrics import TASK_STATES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -177,7 +169,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "exporter",
                 exporter_command("run", f"--config.file={exporter_config}"),
                 tmp,
-                lambda: httpx.get(f"https://{target}/readyz", verify=ca, timeout=2).status_code == 200,
+                lambda: http_ok(f"https://{target}/readyz", verify=ca),
                 env={"SCENE7_EXPORTER_PASSWORD": "demo"},
             )
         )

@@ -9,120 +9,32 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from servers import (
+    Clock,
+    all_down,
+    all_up,
+    by_company,
+    errors,
+    eventually,
+    exporting,
+    get,
+    scrape,
+    settings_for,
+    simulated,
+)
+from support import parse_samples
 
-from exporter.app import Exporter
 from exporter.client import IpsClient
-from exporter.config import AccountConfig, PollConfig, Settings, WebSection
+from exporter.config import AccountConfig
 from exporter.exposition import TEXT_0_0_4, Exposition, Variant
-from exporter.simulator import SimulatorConfig, SimulatorServer
-from exporter.snapshot import CompanySnapshot, CompanyTarget, Store
+from exporter.snapshot import CompanyTarget, Store
 
 GOLDEN = Path(__file__).parent / "data" / "golden.prom"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-class Clock:
-    """A clock the test steps by hand."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def step(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@contextlib.asynccontextmanager
-async def simulated(clock: Callable[[], datetime] | None = None, **config: Any) -> AsyncIterator[SimulatorServer]:
-    config.setdefault("jobs", 15)
-    config.setdefault("seed", 7)
-    async with SimulatorServer(SimulatorConfig(**config), clock=clock) as server:
-        yield server
-
-
-def settings_for(endpoint: str, *, interval: float = 0.5, timeout: float = 0.4, max_age: float | None = None,
-                 **account: Any) -> Settings:
-    return Settings(
-        accounts=[AccountConfig(name="test", endpoint=endpoint, user="demo@example.com", password="demo",  # type: ignore[arg-type]
-                                **account)],
-        poll=PollConfig(interval=interval, timeout=timeout, max_age=max_age),
-        web=WebSection(listen_address="127.0.0.1:0"),
-    )
-
-
-@contextlib.asynccontextmanager
-async def exporting(settings: Settings) -> AsyncIterator[Exporter]:
-    exporter = Exporter(settings)
-    await exporter.start()
-    try:
-        yield exporter
-    finally:
-        await exporter.stop()
-
-
-async def get(exporter: Exporter, path: str = "/metrics", **headers: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as client:
-        return await client.get(f"http://127.0.0.1:{exporter.port}{path}", headers=headers)
-
-
-def parse(text: str) -> Samples:
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-async def scrape(exporter: Exporter) -> Samples:
-    response = await get(exporter)
-    assert response.status_code == 200
-    return parse(response.text)
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
-
-
-def by_company(samples: Samples, name: str) -> dict[str, float]:
-    return {dict(labels)["company"]: v for (metric, labels), v in samples.items() if metric == name}
-
-
-async def eventually(check: Callable[[Samples], bool], exporter: Exporter, timeout: float = 10.0) -> Samples:
-    """Scrape until `check` holds; the last scrape on timeout is shown."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        samples = await scrape(exporter)
-        if check(samples):
-            return samples
-        if asyncio.get_running_loop().time() > deadline:
-            failing = {k: v for k, v in samples.items() if k[0] == "scene7_poll_errors_total" and v}
-            raise AssertionError(f"not met within {timeout}s; up={by_company(samples, 'scene7_up')}, errors={failing}")
-        await asyncio.sleep(0.1)
-
-
-def errors(samples: Samples, reason: str) -> float:
-    return sum(v for (m, labels), v in samples.items()
-               if m == "scene7_poll_errors_total" and ("reason", reason) in labels)
-
-
-def all_up(samples: Samples) -> bool:
-    ups = by_company(samples, "scene7_up")
-    return bool(ups) and all(v == 1 for v in ups.values())
-
-
-def all_down(samples: Samples) -> bool:
-    ups = by_company(samples, "scene7_up")
-    return bool(ups) and all(v == 0 for v in ups.values())
 
 
 # -- the metrics ------------------------------------------------------------------------------
@@ -131,16 +43,15 @@ def all_down(samples: Samples) -> bool:
 async def test_golden_exposition_from_a_fixed_simulator_state():
     clock = Clock(datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
     async with simulated(clock, jobs=12, seed=11) as sim:
-        store = Store()
-        async with IpsClient(sim.url, "demo@example.com", "demo") as client:
+        store = Store(max_age=180)
+        # 2016-01-14-beta: the first version that lists jobs waiting for a client or coordinator.
+        async with IpsClient(sim.url, "demo@example.com", "demo", api_version="2016-01-14-beta") as client:
             for membership in await client.get_company_memberships():
                 company = membership.company
-                result = await client.get_active_jobs(company.company_handle, include_waiting_jobs=True,
-                                                      keep_items=False)
+                result = await client.get_active_jobs(company.company_handle, keep_items=False)
                 target = CompanyTarget("test", company.company_handle, company.name)
-                store.put(CompanySnapshot(target).after_success(
-                    result.jobs, at=clock.now.timestamp(), duration=0.25, invalid_records=0))
-    text = Exposition(store, max_age=180, interval=60).render(store.state, Variant(TEXT_0_0_4, False),
+                store.record_success(target, result.jobs, at=clock.now.timestamp(), duration=0.25)
+    text = Exposition(store, interval=60).render(store.state, Variant(TEXT_0_0_4, False),
                                                               clock.now.timestamp()).decode()
     text = re.sub(r'python_version="[^"]*"', 'python_version="X"', text)
     text = re.sub(r'scene7_exporter_build_info\{version="[^"]*"', 'scene7_exporter_build_info{version="X"', text)
@@ -148,7 +59,7 @@ async def test_golden_exposition_from_a_fixed_simulator_state():
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "exposition changed; SCENE7_UPDATE_GOLDEN=1 rewrites tests/data/golden.prom"
     # The fixed state shows every task state somewhere.
-    states = {dict(k[1])["state"] for k, v in parse(text).items() if k[0] == "scene7_task_state" and v == 1}
+    states = {dict(k[1])["state"] for k, v in parse_samples(text).items() if k[0] == "scene7_task_state" and v == 1}
     assert states == {"Unknown", "New", "Processing", "Stopping", "Done", "Failed"}
 
 
@@ -177,7 +88,7 @@ async def test_a_job_that_ends_disappears_from_the_next_scrape():
         before = await eventually(all_up, exporter)
         names_before = {dict(k[1])["job_name"] for k in before if k[0] == "scene7_job_info"}
         polls = sum(by_company(before, "scene7_polls_total").values())
-        clock.step(6 * 3600)  # every job of then has finished and left by now
+        clock.step(hours=6)  # every job of then has finished and left by now
         companies = len(sim.world.companies)
         # Two polls of every company later, the (frozen) world has been read since the step.
         after = await eventually(lambda s: sum(by_company(s, "scene7_polls_total").values()) >= polls + 2 * companies
@@ -323,7 +234,7 @@ async def test_concurrent_scrapes_never_see_half_a_poll():
             async with httpx.AsyncClient() as client:
                 while loop.time() < end:
                     response = await client.get(f"http://127.0.0.1:{exporter.port}/metrics")
-                    samples = parse(response.text)
+                    samples = parse_samples(response.text)
                     for company, active in by_company(samples, "scene7_active_jobs").items():
                         infos = [k for k in samples if k[0] == "scene7_job_info" and dict(k[1])["company"] == company]
                         ratios = [k for k in samples if k[0] == "scene7_task_progress_ratio"

@@ -16,6 +16,8 @@ import httpx
 import pytest
 import xmlschema
 from lxml import etree
+from servers import Clock
+from support import median
 
 from exporter.httpserver import Request
 from exporter.simulator import FaultKind, FaultPlan, Simulator, SimulatorConfig, SimulatorServer, World
@@ -60,17 +62,6 @@ ACTIVE_JOB_ORDER = [
     "lastProgressUpdate",
     "taskProgressArray",
 ]
-
-
-class FakeClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def step(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 # -- schema ----------------------------------------------------------------------------------
@@ -213,12 +204,12 @@ def answer(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Clock:
+    return Clock(T0)
 
 
 @pytest.fixture
-def world(clock: FakeClock) -> World:
+def world(clock: Clock) -> World:
     return World(SimulatorConfig(seed=11), clock)
 
 
@@ -228,7 +219,7 @@ def responder(world: World) -> Responder:
 
 
 @pytest.fixture
-async def server(clock: FakeClock) -> AsyncIterator[SimulatorServer]:
+async def server(clock: Clock) -> AsyncIterator[SimulatorServer]:
     async with SimulatorServer(SimulatorConfig(seed=5), clock=clock, warm_up=False) as srv:
         yield srv
 
@@ -373,7 +364,7 @@ def test_filters(world: World, responder: Responder) -> None:
     assert fault_of(bad_flag)[:2] == ("ipsApiFault", 30001)
 
 
-def test_paused_jobs_are_waiting_jobs(world: World, responder: Responder, clock: FakeClock) -> None:
+def test_paused_jobs_are_waiting_jobs(world: World, responder: Responder, clock: Clock) -> None:
     world.advance()
     job = next(j for j in world.active_jobs() if j.status(world.now).state == "Running")
     params = {"companyHandle": job.company.handle, "jobHandle": job.handle}
@@ -399,7 +390,7 @@ def test_paused_jobs_are_waiting_jobs(world: World, responder: Responder, clock:
     [SimulatorConfig(), SimulatorConfig(seed=2, jobs=24, time_scale=30.0)],
     ids=["default", "demo"],
 )
-def test_every_state_and_a_stall_at_all_times_in_every_company(clock: FakeClock, config: SimulatorConfig) -> None:
+def test_every_state_and_a_stall_at_all_times_in_every_company(clock: Clock, config: SimulatorConfig) -> None:
     world = World(config, clock)
     seen_jobs: set[str] = set()
     first_jobs = {job.handle for job in world.active_jobs(include_waiting=True)}
@@ -431,7 +422,7 @@ def test_initial_world_has_history(world: World) -> None:
     assert min(ages) < 15 * 60 and max(ages) > 2 * 3600
 
 
-def test_items_move_from_pending_to_processing_to_processed(world: World, clock: FakeClock) -> None:
+def test_items_move_from_pending_to_processing_to_processed(world: World, clock: Clock) -> None:
     now = world.advance()
 
     def waiting_items(job: Job, index: int) -> list[str]:
@@ -471,7 +462,7 @@ def test_items_move_from_pending_to_processing_to_processed(world: World, clock:
     assert all(h[-1] == "Done" for h in history.values())
 
 
-def test_a_stalled_task_freezes(world: World, clock: FakeClock) -> None:
+def test_a_stalled_task_freezes(world: World, clock: Clock) -> None:
     now = world.advance()
     stalled = [
         (job, i)
@@ -496,7 +487,7 @@ def test_a_stalled_task_freezes(world: World, clock: FakeClock) -> None:
         assert job.item_rows(job.tasks[index], later) == rows
 
 
-def test_stop_job_drives_stopping_then_the_job_leaves(responder: Responder, world: World, clock: FakeClock) -> None:
+def test_stop_job_drives_stopping_then_the_job_leaves(responder: Responder, world: World, clock: Clock) -> None:
     world.advance()
     job = next(j for j in world.active_jobs() if j.status(world.now).state == "Running" and j.kind == "random")
     answer(responder, "stopJob", {"companyHandle": job.company.handle, "jobHandle": job.handle})
@@ -509,7 +500,7 @@ def test_stop_job_drives_stopping_then_the_job_leaves(responder: Responder, worl
     assert jobs_of(answer(responder, "getActiveJobs", {"jobHandle": job.handle})) == []
 
 
-def test_finished_jobs_linger_as_done_then_leave(world: World, clock: FakeClock) -> None:
+def test_finished_jobs_linger_as_done_then_leave(world: World, clock: Clock) -> None:
     now = world.advance()
     done = [job for job in world.active_jobs() if job.status(now).state == "Done"]
     assert done
@@ -522,13 +513,12 @@ def test_finished_jobs_linger_as_done_then_leave(world: World, clock: FakeClock)
     assert job.handle not in {j.handle for j in world.active_jobs(include_waiting=True)}
 
 
-def test_time_scale_makes_jobs_live_minutes(clock: FakeClock) -> None:
+def test_time_scale_makes_jobs_live_minutes(clock: Clock) -> None:
     slow = World(SimulatorConfig(seed=4, jobs=200), clock)
     fast = World(SimulatorConfig(seed=4, jobs=200, time_scale=30), clock)
 
     def median_life(world: World) -> float:
-        lives = sorted(job.leave_at for job in world.active_jobs(include_waiting=True) if job.kind == "random")
-        return lives[len(lives) // 2]
+        return median(job.leave_at for job in world.active_jobs(include_waiting=True) if job.kind == "random")
 
     assert median_life(slow) > 15 * 60
     assert median_life(fast) < min(3 * 60, median_life(slow) / 20)
@@ -537,8 +527,8 @@ def test_time_scale_makes_jobs_live_minutes(clock: FakeClock) -> None:
     assert all(now - 6 * 3600 < job.status(now).last_update <= now for job in fast.active_jobs())
 
 
-def test_same_seed_same_steps_same_bytes(clock: FakeClock) -> None:
-    other = FakeClock()
+def test_same_seed_same_steps_same_bytes(clock: Clock) -> None:
+    other = Clock(T0)
     a, b = Responder(World(SimulatorConfig(seed=9), clock)), Responder(World(SimulatorConfig(seed=9), other))
     for step in range(12):
         docs = [answer(r, "getActiveJobs", {"includeWaitingJobs": "true"}) for r in (a, b)]
@@ -546,12 +536,12 @@ def test_same_seed_same_steps_same_bytes(clock: FakeClock) -> None:
         clock.step(seconds=97)
         other.step(seconds=97)
     # the world is a function of time: one that was not watched in between says the same
-    late = Responder(World(SimulatorConfig(seed=9), FakeClock(T0)))
+    late = Responder(World(SimulatorConfig(seed=9), Clock(T0)))
     late.world.clock = lambda: clock.now
     assert answer(late, "getActiveJobs", {"includeWaitingJobs": "true"}) == answer(
         a, "getActiveJobs", {"includeWaitingJobs": "true"}
     )
-    different = Responder(World(SimulatorConfig(seed=10), FakeClock(clock.now)))
+    different = Responder(World(SimulatorConfig(seed=10), Clock(clock.now)))
     assert answer(different, "getActiveJobs") != answer(a, "getActiveJobs")
 
 
@@ -561,13 +551,13 @@ def test_config_validation_and_repr() -> None:
     for fields in bad:
         with pytest.raises(ValueError):
             SimulatorConfig(**fields)
-    world = World(SimulatorConfig(companies=8, keepers=False, jobs=0), FakeClock())
+    world = World(SimulatorConfig(companies=8, keepers=False, jobs=0), Clock(T0))
     assert len({c.handle for c in world.companies}) == 8
     assert world.active_jobs(include_waiting=True) == []
 
 
 def test_ten_thousand_jobs(capsys: pytest.CaptureFixture[str]) -> None:
-    clock = FakeClock()
+    clock = Clock(T0)
     started = time.perf_counter()
     world = World(SimulatorConfig(seed=1, jobs=10_000, companies=5), clock)
     built = time.perf_counter() - started
@@ -607,7 +597,7 @@ def test_ten_thousand_jobs(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_unreadable_requests_get_ips_api_fault_30003(body: bytes) -> None:
-    simulator = Simulator(SimulatorConfig(seed=1, jobs=0, keepers=False), FakeClock())
+    simulator = Simulator(SimulatorConfig(seed=1, jobs=0, keepers=False), Clock(T0))
     response = asyncio.run(simulator.handle(Request("POST", "/scene7/services/IpsApiService", {}, {}, body, None)))
     assert response.status == 500
     assert isinstance(response.body, bytes)
@@ -649,7 +639,7 @@ async def test_bad_credentials_get_authentication_fault(server: SimulatorServer,
     assert fault_of(soap12.content, SOAP12_ENV)[:2] == ("authenticationFault", 10001)
 
 
-async def test_gzip_small_and_streamed(clock: FakeClock, client: httpx.AsyncClient) -> None:
+async def test_gzip_small_and_streamed(clock: Clock, client: httpx.AsyncClient) -> None:
     async with SimulatorServer(SimulatorConfig(seed=3, jobs=300), clock=clock) as server:
         for operation in ("getCompanyMembership", "getActiveJobs"):
             plain = await post(client, server, envelope(operation), **{"accept-encoding": "identity"})
@@ -829,7 +819,7 @@ async def test_oversized(server: SimulatorServer, client: httpx.AsyncClient) -> 
 
 
 def test_faults_in_process_targeting_and_times() -> None:
-    simulator = Simulator(SimulatorConfig(seed=1), FakeClock())
+    simulator = Simulator(SimulatorConfig(seed=1), Clock(T0))
     faults = simulator.faults
     faults.set(kind="api", company="c|110", operation="getActiveJobs", times=2)
     assert faults.take("getActiveJobs", "47") is None
