@@ -21,19 +21,33 @@ import itertools
 import json
 import os
 import platform
-import re
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # support.py, shared with the tests
+from support import (
+    Process,
+    by_label,
+    exporter_command,
+    family,
+    free_port,
+    median,
+    parse_samples,
+    percentile,
+    port_open,
+    proc_status,
+    running,
+    series_count,
+    wait_until,
+)
 
 # The exporter measured: this checkout, or a copy (to measure a change before making it).
 ROOT = Path(os.environ.get("SCENE7_BENCH_EXPORTER_ROOT") or Path(__file__).resolve().parent.parent).resolve()
@@ -51,43 +65,6 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except Exception as exc:  # retried until the deadline
-            last = exc
-        else:
-            if result:
-                return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}" + (f": {last!r}" if last else ""))
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in bytes."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
 def self_rss() -> int:
     return proc_status(os.getpid())["VmRSS"]
 
@@ -98,71 +75,8 @@ def peak_rss() -> int:
     return proc_status(os.getpid())["VmHWM"]
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def python() -> str:
-    return sys.executable
-
-
 def self_command(*args: str) -> list[str]:
-    return [python(), str(Path(__file__).resolve()), *args]
-
-
-class Process:
-    """A child process logging to a file; stopped (TERM, then KILL) by `stop()`."""
-
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            list(args), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def tail(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-
-@contextlib.contextmanager
-def running(name: str, args: Sequence[str], log_dir: Path, ready: Callable[[], Any],
-            timeout: float = 120.0) -> Iterator[Process]:
-    process = Process(name, args, log_dir)
-    try:
-        def is_ready() -> Any:
-            if process.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.proc.returncode}:\n{process.tail()}")
-            return ready()
-
-        try:
-            wait_until(is_ready, timeout, f"{name} to start")
-        except (TimeoutError, RuntimeError) as exc:
-            raise RuntimeError(f"{exc}\n--- {name} log ---\n{process.tail()}") from None
-        yield process
-    finally:
-        process.stop()
+    return [sys.executable, str(Path(__file__).resolve()), *args]
 
 
 def run_json(args: Sequence[str], timeout: float) -> dict[str, Any]:
@@ -198,23 +112,6 @@ def text_of(body: bytes) -> bytes:
     return gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
 
 
-def family(text: bytes, name: str) -> dict[str, float]:
-    """Samples of one metric family of an exposition text: {labels: value}."""
-    start = text.find(b"# HELP " + name.encode() + b" ")
-    if start < 0:
-        return {}
-    end = text.find(b"\n# HELP ", start + 1)
-    block = text[start:] if end < 0 else text[start:end]
-    pattern = re.compile(rb"^" + re.escape(name.encode()) + rb"(\{[^\n]*\})? (\S+)$", re.M)
-    return {(m.group(1) or b"").decode(): float(m.group(2)) for m in pattern.finditer(block)}
-
-
-def series_count(text: bytes) -> int:
-    lines = text.count(b"\n") + (0 if text.endswith(b"\n") else 1)
-    comments = text.count(b"\n#") + (1 if text.startswith(b"#") else 0)
-    return lines - comments
-
-
 # --------------------------------------------------------------------------- helper processes
 
 
@@ -225,7 +122,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     import prometheus_client
 
     from exporter.client import IpsClient, RetryPolicy
-    from exporter.collector import METRICS, SnapshotCollector
+    from exporter.collector import SnapshotCollector
+    from exporter.metrics import FAMILIES
     from exporter.snapshot import CompanySnapshot, CompanyTarget, State
 
     async def fetch() -> Any:
@@ -241,12 +139,12 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     )
     state = State((snapshot,), 1)
     metrics: dict[str, Any] = {}
-    for name, (kind, labels, text) in METRICS.items():
-        if kind == "counter":
-            metrics[name] = prometheus_client.Counter(name.removesuffix("_total"), text, labels)
+    for spec in FAMILIES:
+        if spec.kind == "counter":
+            metrics[spec.name] = prometheus_client.Counter(spec.name.removesuffix("_total"), spec.help, spec.labels)
         else:
-            metrics[name] = prometheus_client.Gauge(name, text, labels)
-    collector = SnapshotCollector(state, now=time.time(), max_age=3600, interval=5)
+            metrics[spec.name] = prometheus_client.Gauge(spec.name, spec.help, spec.labels)
+    collector = SnapshotCollector(state, now=time.time(), interval=5)
     for metric_family in collector.collect():
         target = metrics[metric_family.name if metric_family.type == "gauge" else metric_family.name + "_total"]
         for sample in metric_family.samples:
@@ -329,7 +227,8 @@ def cmd_limit(args: argparse.Namespace) -> int:
 
 def _envelope(company: str) -> tuple[bytes, dict[str, str]]:
     from exporter import APP_NAME, __version__
-    from exporter.soap import DEFAULT_API_VERSION, SOAP11_CONTENT_TYPE, AuthHeader, build_envelope
+    from exporter.soap import SOAP11_CONTENT_TYPE, AuthHeader, build_envelope
+    from exporter.versions import DEFAULT_API_VERSION
 
     envelope = build_envelope("getActiveJobs", DEFAULT_API_VERSION, {"companyHandle": company},
                               AuthHeader(USER, PASSWORD, APP_NAME, __version__))
@@ -517,12 +416,17 @@ class Bench:
     load_poll: tuple[float, float]
     result: dict[str, Any] = field(default_factory=dict)
 
+    def start(self, name: str, args: Sequence[str], ready: Callable[[], Any],
+              timeout: float = 120.0) -> contextlib.AbstractContextManager[Process]:
+        """A process of this run, logging into the work directory, started in ROOT (measured)."""
+        return running(name, args, self.work, ready, timeout=timeout, cwd=ROOT)
+
     def simulator(self) -> contextlib.AbstractContextManager[Process]:
-        self.sim_port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.sim_port}/scene7/services/IpsApiService"
-        args = [python(), "-m", "exporter.cli", "simulate", f"--web.listen-address=127.0.0.1:{self.sim_port}",
-                f"--jobs={self.jobs}", f"--companies={self.companies}", "--time-scale=1", f"--seed={self.seed}"]
-        return running(f"simulator-{self.jobs}", args, self.work, lambda: port_open(self.sim_port))
+        port = free_port()
+        self.endpoint = f"http://127.0.0.1:{port}/scene7/services/IpsApiService"
+        args = exporter_command("simulate", f"--web.listen-address=127.0.0.1:{port}", f"--jobs={self.jobs}",
+                                f"--companies={self.companies}", "--time-scale=1", f"--seed={self.seed}")
+        return self.start(f"simulator-{self.jobs}", args, lambda: port_open(port))
 
     def discover(self) -> None:
         """The company with the most active jobs (getCompanyMembership, then getActiveJobs)."""
@@ -552,21 +456,21 @@ class Bench:
         config = self.work / f"{name}.yml"
         config.write_text(
             "accounts:\n"
-            f"  - {{name: bench, endpoint: '{self.endpoint}', user: {USER}, password: {PASSWORD}}}\n"
+            # 2016-01-14-beta: the exporter asks for waiting jobs too, as it did at every version before.
+            f"  - {{name: bench, endpoint: '{self.endpoint}', user: {USER}, password: {PASSWORD}, "
+            "api_version: 2016-01-14-beta}\n"
             f"poll: {{interval: {interval}, timeout: {timeout}, max_age: {max_age}}}\n"
             f"web: {{listen_address: '127.0.0.1:{port}'}}\n"
             "log: {level: info}\n"
         )
         self.exporter_port = port
-        args = [python(), "-m", "exporter.cli", "run", f"--config.file={config}"]
-        return running(name, args, self.work, lambda: port_open(port))
+        return self.start(name, exporter_command("run", f"--config.file={config}"), lambda: port_open(port))
 
     def wait_polled(self, timeout: float) -> bytes:
         """Until the exporter exports the company's jobs; returns that gzip scrape."""
         def polled() -> bytes | None:
             _, body = scrape(self.exporter_port, GZIP)
-            active = family(text_of(body), "scene7_active_jobs")
-            return body if active else None
+            return body if parse_samples(text_of(body), names=["scene7_active_jobs"]) else None
 
         body: bytes = wait_until(polled, timeout, "the exporter's first poll", 0.5)
         return body
@@ -618,10 +522,9 @@ class Bench:
             def ready(name: str) -> Callable[[], bool]:
                 return lambda: first_json(self.work / f"{names[name]}.log", infos[name])
 
-            with running(names["baseline"], base_args, self.work, ready("baseline"), 240) as base, \
-                    running(names["limit_asyncio"], limit_args("asyncio"), self.work, ready("limit_asyncio")), \
-                    running(names["limit_http_server"], limit_args("http.server"), self.work,
-                            ready("limit_http_server")):
+            with self.start(names["baseline"], base_args, ready("baseline"), 240) as base, \
+                    self.start(names["limit_asyncio"], limit_args("asyncio"), ready("limit_asyncio")), \
+                    self.start(names["limit_http_server"], limit_args("http.server"), ready("limit_http_server")):
                 ports = {"ours": self.exporter_port, **{name: info["port"] for name, info in infos.items()}}
                 # Ours was scraped twice per variant above; the limits are warmed the same way. The
                 # baseline renders every scrape anew (a warm-up would only cost minutes at 10,000 jobs).
@@ -740,7 +643,7 @@ class Bench:
             try:
                 self.wait_polled(90)
                 polled_before_load = True
-            except TimeoutError:
+            except AssertionError:
                 polled_before_load = False  # measured anyway: the failures are the finding
             for _ in range(2):
                 scrape(self.exporter_port, GZIP)
@@ -749,12 +652,14 @@ class Bench:
             rss_max = [0]
 
             def health() -> dict[str, Any]:
-                text = text_of(scrape(self.exporter_port, GZIP)[1])
-                return {"polls": sum(family(text, "scene7_polls_total").values()),
-                        "errors": {k: v for k, v in family(text, "scene7_poll_errors_total").items() if v},
-                        "last": max(family(text, "scene7_last_successful_poll_timestamp_seconds").values(),
-                                    default=0.0),
-                        "duration": max(family(text, "scene7_poll_duration_seconds").values(), default=0.0)}
+                last, duration = "scene7_last_successful_poll_timestamp_seconds", "scene7_poll_duration_seconds"
+                samples = parse_samples(text_of(scrape(self.exporter_port, GZIP)[1]),
+                                        names=["scene7_polls_total", "scene7_poll_errors_total", last, duration])
+                return {"polls": sum(family(samples, "scene7_polls_total").values()),
+                        "errors": {k: v for k, v in by_label(samples, "scene7_poll_errors_total", "reason").items()
+                                   if v},
+                        "last": max(family(samples, last).values(), default=0.0),
+                        "duration": max(family(samples, duration).values(), default=0.0)}
 
             def monitor() -> None:
                 next_sample = 0.0
@@ -784,7 +689,7 @@ class Bench:
         late = [g for g in gaps if g > interval + jitter + 0.5]
         error_delta = {k: v - before["errors"].get(k, 0) for k, v in after["errors"].items()
                        if v - before["errors"].get(k, 0)}
-        skipped = sum(v for k, v in error_delta.items() if 'reason="skipped"' in k)
+        skipped = error_delta.get("skipped", 0.0)
         self.result["load"] = {
             **result, "poll_interval_s": interval, "poll_timeout_s": timeout,
             "polled_before_load": polled_before_load,
@@ -900,8 +805,7 @@ def markdown(report: dict[str, Any]) -> str:
         return f"{ms(load['p50_s'])} / {ms(load['p99_s'])} / {ms(load['max_s'])}"
 
     def reasons(load: dict[str, Any]) -> str:
-        found = {m.group(1) for k in load["poll_errors"] if (m := re.search(r'reason="(\w+)"', k))}
-        return ", ".join(sorted(found)) or "-"
+        return ", ".join(sorted(load["poll_errors"])) or "-"
 
     def sc(name: str, enc: str) -> Callable[[dict[str, Any]], str]:
         return lambda r: ms(r["scrape"][name][enc]["median_s"])

@@ -2,7 +2,7 @@
 
 No registry reachable here ships Grafana, so the JSON is checked statically (variables, data
 source, units, ids, layout), every PromQL selector is checked against the metric contract of
-`exporter.collector`, and every query is run by promtool against synthetic series of every
+`exporter.metrics`, and every query is run by promtool against synthetic series of every
 exported metric, so a query that cannot return data (wrong label, broken join) fails here.
 """
 
@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.collector import ITEM_STATES, JOB_STATES, METRIC_NAMES, METRICS, TASK_STATES
-from exporter.errors import ERROR_REASONS
+from exporter.metrics import BY_NAME, ERROR_REASONS, FAMILIES, ITEM_STATES, JOB_STATES, METRIC_NAMES, TASK_STATES
 from exporter.snapshot import FINAL_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +138,7 @@ def parse(expr: str) -> Query:
 
 
 def labels_of(metric: str) -> set[str]:
-    own = [] if metric == "up" else METRICS[metric][1]
+    own = () if metric == "up" else BY_NAME[metric].labels
     return set(own) | TARGET_LABELS
 
 
@@ -439,7 +438,8 @@ CURRENT = {"scene7_task_state": "Processing", "scene7_job_state": "Running"}
 
 def synthetic_series() -> list[dict[str, str]]:
     series = [{"series": f'up{{job="{VALUES["job"]}", instance="{VALUES["instance"]}"}}', "values": "1x30"}]
-    for metric, (kind, labels, _) in METRICS.items():
+    for spec in FAMILIES:
+        metric, kind, labels = spec.name, spec.kind, spec.labels
         enums = dict(ENUMS)
         enums["state"] = JOB_STATES if metric == "scene7_job_state" else TASK_STATES
         combos: list[dict[str, str]] = [{}]

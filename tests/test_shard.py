@@ -36,10 +36,7 @@ async def test_two_accounts_never_merge_or_double_poll_companies():
     from exporter.poller import Poller
     from exporter.snapshot import Store
 
-    def nothing() -> None:
-        return None
-
-    poller = Poller([], Store(), interval=60, timeout=20, on_publish=nothing)
+    poller = Poller([], Store(), interval=60, timeout=20)
     first, _ = choose_targets("a", memberships(2), [], None)
     for target in first:
         poller._targets[target.handle] = target
