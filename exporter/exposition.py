@@ -52,6 +52,20 @@ class Rendered:
     body: bytes
 
 
+def gzip_wanted(accept_encoding: str | None) -> bool:
+    """Whether `Accept-Encoding` asks for gzip: prometheus-client's `gzip_accepted` (any case),
+    except that `gzip;q=0` means "not acceptable" (RFC 9110)."""
+    for coding in (accept_encoding or "").split(","):
+        name, *params = (part.strip().lower() for part in coding.split(";"))
+        if name == "gzip":
+            weights = [value for key, _, value in (p.partition("=") for p in params) if key.strip() == "q"]
+            try:
+                return not weights or float(weights[0]) > 0
+            except ValueError:
+                return False
+    return False
+
+
 class Exposition:
     """Cached exposition of the Store's current State."""
 
@@ -85,7 +99,7 @@ class Exposition:
                 content_type = TEXT_0_0_4
             else:
                 self._encoders[content_type] = encoder
-        return Variant(content_type, text_format.gzip_accepted(accept_encoding or ""))
+        return Variant(content_type, gzip_wanted(accept_encoding))
 
     def _published(self, state: State) -> None:
         try:

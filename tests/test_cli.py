@@ -43,7 +43,9 @@ def test_sigterm_mid_poll_exits_quickly_without_traceback(tmp_path):
         args = exporter_command("run", f"--config.file={config}")
         with running("exporter", args, tmp_path, lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
                      env={"SCENE7_EXPORTER_PASSWORD": "demo"}) as exporter:
-            time.sleep(1.0)  # the first poll is waiting on IPS
+            # The first poll starts after up to 5 s of jitter: wait until IPS holds it.
+            wait_until(lambda: httpx.get(base + "/simulator/faults", timeout=5).json()["injected"] >= 1,
+                       15, "the first poll to reach IPS")
             assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 503
             stopped = time.monotonic()
             exporter.proc.send_signal(signal.SIGTERM)

@@ -142,6 +142,14 @@ async def test_proxy_502_is_retried_then_succeeds():
     assert len(recorder.requests) == 3
 
 
+async def test_429_is_retried_then_succeeds():
+    busy = httpx.Response(429, text="slow down", headers={"Content-Type": "text/plain"})
+    recorder = Recorder(busy, xml_response(JOBS_OK))
+    async with client_for(recorder) as client:
+        assert (await client.get_active_jobs("1")).jobs == ()
+    assert len(recorder.requests) == 2
+
+
 async def test_503_until_the_deadline_gives_the_http_error():
     recorder = Recorder(httpx.Response(503, text="busy", headers={"Content-Type": "text/plain"}))
     async with client_for(recorder) as client:

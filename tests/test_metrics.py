@@ -57,6 +57,14 @@ def test_the_specification_follows_the_naming_rules():
     assert {spec.name for spec in FAMILIES if spec.scope in (Scope.JOB, Scope.TASK)} == PER_JOB_FAMILIES
 
 
+def test_every_family_labelled_by_job_is_a_per_job_family():
+    # What the max-series guard drops, told from the labels rather than from the scope.
+    by_labels = {spec.name for spec in FAMILIES if "job_name" in spec.labels}
+    assert by_labels == PER_JOB_FAMILIES
+    assert {spec.name for spec in FAMILIES if "task_type" in spec.labels and "job_name" in spec.labels} == {
+        spec.name for spec in FAMILIES if spec.scope is Scope.TASK}
+
+
 def task(task_type: str) -> TaskProgress:
     return TaskProgress(task_type=task_type, task_state="Processing", num_processed=1, num_processing=1,
                         num_pending=1, progress=0.5, last_progress_update=WHEN)
