@@ -174,7 +174,12 @@ def test_max_series_guard_keeps_aggregates_and_counts_drops(caplog):
     assert samples[("scene7_series_dropped_total", ())] == 2 * 3 * 20
     poll(store, job("j0_1", task("t", "Processing")))
     assert any(k[0] == "scene7_task_items" for k in render(store))
-    assert "fit poll.max_series again" in caplog.text
+    messages = [r.getMessage() for r in caplog.records if "max_series" in r.getMessage()]
+    assert messages == [
+        "60 per-job series exceed poll.max_series=25: exporting only per-company aggregates and health until "
+        "they fit again",
+        "per-job series (20) fit poll.max_series again: exporting them",
+    ]
 
 
 def test_every_declared_metric_is_rendered_and_promtool_accepts_it():
@@ -242,3 +247,16 @@ async def test_a_company_that_goes_stale_without_a_poll_leaves_the_cached_bytes(
 ])
 def test_gzip_is_negotiated_case_blind_and_refused_with_q_0(accept_encoding, gzip):
     assert Exposition(new_store(), interval=60).negotiate(None, accept_encoding).gzip is gzip
+
+
+def test_a_repeated_job_name_gives_one_set_of_job_series_and_every_task_state_its_count():
+    store = new_store()
+    poll(store, job("a_1", task("t", "Processing")), job("a_1", task("t", "Processing")))
+    samples = render(store)
+    assert sum(1 for name, _ in samples if name == "scene7_job_info") == 1
+    assert sum(1 for name, _ in samples if name == "scene7_job_start_timestamp_seconds") == 1
+    counts = {s: samples[("scene7_tasks", labels(company=TARGET.label, job_type="UrlUpload", task_type="t", state=s))]
+              for s in TASK_STATES}
+    assert counts == {"Unknown": 0, "New": 0, "Processing": 2, "Stopping": 0, "Done": 0, "Failed": 0}
+    (build,) = [v for (name, _), v in samples.items() if name == "scene7_exporter_build_info"]
+    assert build == 1

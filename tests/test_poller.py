@@ -24,10 +24,10 @@ from exporter.errors import (
     OversizedResponse,
     Reason,
 )
-from exporter.models import ActiveJob, Company, CompanyMembership
+from exporter.models import ActiveJob, Company, CompanyMembership, TaskProgress
 from exporter.parse import ActiveJobsResult
 from exporter.poller import Account, Poller
-from exporter.snapshot import CompanyTarget, Store
+from exporter.snapshot import CompanyTarget, SeriesGuard, Store
 
 WHEN = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 START = 1_800_000_000.0
@@ -130,6 +130,7 @@ async def test_each_failure_is_recorded_under_its_reason_and_the_jobs_are_kept(e
     assert (snapshot.up, snapshot.polls_total, [j.name for j in snapshot.jobs]) == (False, 2, ["a"])
     assert snapshot.fetched_at == START and snapshot.attempted_at == START + 10
     assert snapshot.last_error is not None and snapshot.last_error.startswith(f"{reason}: ")
+    assert snapshot.last_error.removeprefix(f"{reason}: ") in (str(error), "unexpected KeyError: a bug of the exporter")
 
 
 async def test_a_bug_of_ours_is_internal_with_its_traceback_logged_once(caplog):
@@ -180,3 +181,51 @@ def test_every_transition_publishes_one_new_state_to_each_subscriber():
     store.remove(TARGET)
     assert seen == [(i, g) for g in range(1, 6) for i in (1, 2)]
     assert store.record_skipped(TARGET) is None and len(seen) == 10
+
+
+def test_counts_add_up_over_polls_and_only_unfinished_tasks_vanish():
+    store = Store(max_age=180.0)
+
+    def running(name: str, state: str = "Processing") -> ActiveJob:
+        task = TaskProgress(task_type="t", task_state=state, num_processed=0, num_processing=0, num_pending=1,
+                            progress=0.0, last_progress_update=WHEN)
+        return job(name).model_copy(update={"task_progress_array": (task,)})
+
+    def finished() -> dict[tuple[str, str], int]:
+        snapshot = store.state.company(TARGET)
+        assert snapshot is not None
+        return dict(snapshot.finished_total)
+
+    store.record_success(TARGET, (running("a"), running("b"), running("c"), running("d")), at=START, duration=1)
+    store.record_success(TARGET, (running("a", "Failed"), running("b", "Failed"), running("c")), at=START, duration=1)
+    assert finished() == {("t", "Done"): 0, ("t", "Failed"): 2, ("t", "Vanished"): 1}
+    store.record_success(TARGET, (), at=START, duration=1)  # a, b left finished; c vanished unfinished
+    assert finished() == {("t", "Done"): 0, ("t", "Failed"): 2, ("t", "Vanished"): 2}
+
+
+def test_a_success_clears_the_error_and_is_stamped_as_the_last_attempt():
+    store = Store(max_age=180.0)
+    store.record_failure(TARGET, Reason.HTTP, "HTTP 502", at=START, duration=1)
+    store.record_success(TARGET, (job("a"),), at=START + 60, duration=1)
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None
+    assert (snapshot.last_error, snapshot.attempted_at, snapshot.invalid_records_total) == (None, START + 60, 0)
+    assert store.state.stale_labels(START + 60) == frozenset()
+    assert store.state.stale_labels(START + 241) == {"Acme"}
+
+
+def test_discovery_of_one_account_keeps_the_companies_of_the_others():
+    store = Store(max_age=180.0)
+    other = CompanyTarget("second", "x|1", "Other")
+    store.track(other)
+    placeholder = CompanyTarget("main", "", "main")
+    store.track(placeholder)
+    store.record_discovered(placeholder, [TARGET])
+    assert [c.target for c in store.state.companies] == [TARGET, other]
+
+
+@pytest.mark.parametrize(("max_series", "tripped"), [(0, False), (1, True), (2, False)])
+def test_the_guard_is_off_at_0_and_trips_above_its_limit(max_series, tripped):
+    store = Store(max_age=180.0, guard=SeriesGuard(max_series, per_job=1, per_task=0))
+    store.record_success(TARGET, (job("a"), job("b")), at=START, duration=1)
+    assert store.state.per_job_series is not tripped

@@ -1,0 +1,58 @@
+"""The table of API versions, and the messages the errors carry."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.errors import ApiFault, AuthenticationFault, HttpStatusError, IpsTimeout, MalformedResponse, Reason
+from exporter.versions import (
+    DEFAULT_API_VERSION,
+    IPS_COMMON_NS,
+    KNOWN_VERSIONS,
+    ApiVersion,
+    api_namespace,
+    is_ips_namespace,
+    version_of_namespace,
+)
+
+
+def test_what_each_version_has():
+    has = {v: (ApiVersion(v).task_state, ApiVersion(v).membership_array, ApiVersion(v).include_waiting_jobs)
+           for v in ("2010-01-31", "2012-02-14", "2014-04-03", "2016-01-14-beta", "2022-11-01-beta")}
+    assert has == {
+        "2010-01-31": (False, False, False),
+        "2012-02-14": (True, True, False),
+        "2014-04-03": (True, True, False),
+        "2016-01-14-beta": (True, True, True),
+        "2022-11-01-beta": (True, True, True),
+    }
+    assert [v for v in KNOWN_VERSIONS if not ApiVersion(v).job_log_transfer_counts] == ["2008-01-15", "2008-09-10"]
+    assert all(ApiVersion(v).job_log_descriptions for v in KNOWN_VERSIONS)
+    assert DEFAULT_API_VERSION in KNOWN_VERSIONS
+
+
+@pytest.mark.parametrize("name", ["", "2014-4-3", "latest", "2014-04-03/x", "2014-04-03-"])
+def test_a_malformed_version_is_refused_with_an_example(name):
+    with pytest.raises(ValueError, match=f'not an IPS API version: {name!r} \\(looks like "2014-04-03"\\)'):
+        ApiVersion(name)
+
+
+def test_namespaces_and_back():
+    assert api_namespace("2016-01-14-beta") == "http://www.scene7.com/IpsApi/xsd/2016-01-14-beta"
+    assert version_of_namespace(api_namespace("2016-01-14-beta")) == "2016-01-14-beta"
+    for namespace in (None, IPS_COMMON_NS, "urn:other", IPS_COMMON_NS + "/latest", IPS_COMMON_NS + "/2014-04-03x"):
+        assert version_of_namespace(namespace) is None, namespace
+    assert is_ips_namespace(IPS_COMMON_NS) and is_ips_namespace(api_namespace("2008-01-15"))
+    assert not is_ips_namespace(None) and not is_ips_namespace("urn:other")
+    assert not is_ips_namespace("http://www.scene7.com/IpsApi/xsdother")
+
+
+def test_error_messages_and_reasons():
+    assert str(HttpStatusError(502)) == "HTTP 502"
+    assert str(HttpStatusError(502, "text/html")) == "HTTP 502: text/html"
+    assert str(AuthenticationFault(10001, "Invalid credentials")) == "authenticationFault 10001: Invalid credentials"
+    assert str(ApiFault(None, "Unexpected subelement")) == "ipsApiFault -: Unexpected subelement"
+    assert (HttpStatusError(429).retryable, HttpStatusError(503).retryable, HttpStatusError(404).retryable) == (
+        True, True, False)
+    assert IpsTimeout("x").retryable and not MalformedResponse("x").retryable
+    assert MalformedResponse("x").reason is Reason.MALFORMED
