@@ -23,6 +23,10 @@ def main() -> int:
     listing = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout
     status = dict(re.findall(r"^\s*(\S+): (.+)$", listing, re.M))
+    unchecked = sum(1 for state in status.values() if state == "not checked")
+    if unchecked:
+        print(f"{unchecked} mutants not checked: run `mutmut run` to the end first", file=sys.stderr)
+        return 1
     equivalent = dict(re.findall(r"^(\S+): (.+)$", EQUIVALENT.read_text(), re.M)) if EQUIVALENT.exists() else {}
     by_module: dict[str, Counter[str]] = defaultdict(Counter)
     survivors: dict[str, list[str]] = defaultdict(list)
