@@ -75,7 +75,6 @@ class IpsClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.api_version = api_version
         self.version = ApiVersion(api_version)
         self.retry = retry or RetryPolicy()
         self.max_response_bytes = max_response_bytes
@@ -135,7 +134,7 @@ class IpsClient:
     ) -> ResponseReader:
         """Post one operation with retries; returns a reader that has been fed the whole
         answer (its `close()` yields the result or raises the fault)."""
-        envelope = build_envelope(operation, self.api_version, params, self._auth)
+        envelope = build_envelope(operation, self.version.name, params, self._auth)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry.deadline
         attempt = 0

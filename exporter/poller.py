@@ -177,6 +177,7 @@ class Poller:
         """Run one IPS call under the poll timeout: (result, wall time it started, duration);
         on failure record it and return None."""
         started_wall, started = self.clock(), self.timer()
+        bug: Exception | None = None
         try:
             # The client keeps the poll timeout itself without cancelling requests; this is a
             # backstop only, for a poll stuck anywhere else.
@@ -189,20 +190,22 @@ class Poller:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours must not stop the polling of this company
-            reason, message = Reason.INTERNAL, f"unexpected {type(exc).__name__}: a bug of the exporter"
-            if self._last_failure.get(target) != f"{reason}: {message}":  # the traceback once
-                log.exception("unexpected error polling company %r", target.label)
+            reason, message, bug = Reason.INTERNAL, f"unexpected {type(exc).__name__}: a bug of the exporter", exc
         else:
             return result, started_wall, self.timer() - started
-        self._log_failure(target, reason, message)
+        self._log_failure(target, reason, message, bug=bug)
         self.store.record_failure(target, reason, message, at=started_wall, duration=self.timer() - started)
         return None
 
-    def _log_failure(self, target: CompanyTarget, reason: str, message: str) -> None:
+    def _log_failure(
+        self, target: CompanyTarget, reason: str, message: str, *, bug: Exception | None = None
+    ) -> None:
         # One line per change of failure, not one per poll: a wrong password polled every
-        # minute should not fill the log.
+        # minute should not fill the log. A bug of ours comes with its traceback, once.
         line = f"{reason}: {message}"
         if self._last_failure.get(target) != line:
+            if bug is not None:
+                log.error("unexpected error polling company %r", target.label, exc_info=bug)
             log.warning("poll of company %r failed: %s", target.label, line)
             self._last_failure[target] = line
         else:

@@ -213,9 +213,6 @@ class Store:
         kept = tuple(s for s in self.state.companies if s.target != placeholder and s.target not in added)
         return self._swap((*kept, *added.values()))
 
-    def remove(self, target: CompanyTarget) -> State:
-        return self._swap(tuple(s for s in self.state.companies if s.target != target))
-
     # -- the swap -------------------------------------------------------------------------------
 
     def _snapshot(self, target: CompanyTarget) -> CompanySnapshot:

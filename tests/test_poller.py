@@ -47,8 +47,6 @@ class SteppedClock:
 class FakeClient:
     """Answers from a script: each call takes the next entry (an exception is raised)."""
 
-    api_version = "2014-04-03"
-
     def __init__(self, answers: Iterator[object], memberships: list[CompanyMembership] | None = None) -> None:
         self.answers = answers
         self.memberships = memberships or []
@@ -178,7 +176,7 @@ def test_every_transition_publishes_one_new_state_to_each_subscriber():
     store.record_success(TARGET, (job("a"),), at=START, duration=1.0)
     store.record_failure(TARGET, Reason.HTTP, "HTTP 502", at=START + 60, duration=1.0)
     store.record_skipped(TARGET)
-    store.remove(TARGET)
+    store.record_discovered(TARGET, [])
     assert seen == [(i, g) for g in range(1, 6) for i in (1, 2)]
     assert store.record_skipped(TARGET) is None and len(seen) == 10
 
