@@ -78,7 +78,7 @@ def make_poller(*answers: object, memberships: list[CompanyMembership] | None = 
     store = Store(max_age=180.0)
     client = FakeClient(iter(answers), memberships)
     poller = Poller([Account("main", client)], store, interval=60, timeout=20,  # type: ignore[arg-type]
-                    clock=SteppedClock(START, 10.0), timer=SteppedClock(0.0, 0.25))
+                    clock=SteppedClock(START, 10.0), timer=SteppedClock(100.0, 0.25))
     return poller, store
 
 
@@ -127,6 +127,7 @@ async def test_each_failure_is_recorded_under_its_reason_and_the_jobs_are_kept(e
     assert dict(snapshot.errors_total) == {reason: 1}
     assert (snapshot.up, snapshot.polls_total, [j.name for j in snapshot.jobs]) == (False, 2, ["a"])
     assert snapshot.fetched_at == START and snapshot.attempted_at == START + 10
+    assert snapshot.poll_duration == 0.25
     assert snapshot.last_error is not None and snapshot.last_error.startswith(f"{reason}: ")
     assert snapshot.last_error.removeprefix(f"{reason}: ") in (str(error), "unexpected KeyError: a bug of the exporter")
 
@@ -139,10 +140,11 @@ async def test_a_bug_of_ours_is_internal_with_its_traceback_logged_once(caplog):
     assert snapshot is not None and dict(snapshot.errors_total) == {Reason.INTERNAL: 3}
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and tracebacks[0].exc_info[0] is ZeroDivisionError
+    assert tracebacks[0].getMessage() == "unexpected error polling company 'Acme'"
 
 
 async def test_failures_are_logged_once_per_change_and_recovery_once(caplog):
-    caplog.set_level(logging.INFO, logger="exporter.poller")
+    caplog.set_level(logging.DEBUG, logger="exporter.poller")
     fault = AuthenticationFault(10001, "Invalid credentials")
     poller, _ = make_poller(fault, fault, fault, ActiveJobsResult(()))
     for _ in range(4):
@@ -152,6 +154,9 @@ async def test_failures_are_logged_once_per_change_and_recovery_once(caplog):
         "poll of company 'Acme' failed: authentication: authenticationFault 10001: Invalid credentials",
         "poll of company 'Acme' recovered",
     ]
+    again = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert again == ["poll of company 'Acme' failed again: authentication: authenticationFault 10001: "
+                     "Invalid credentials"] * 2
 
 
 async def test_a_run_the_scheduler_could_not_start_is_counted_as_skipped():
