@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,17 +42,49 @@ GOLDEN = Path(__file__).parent / "data" / "golden.prom"
 # -- the metrics ------------------------------------------------------------------------------
 
 
-async def test_golden_exposition_from_a_fixed_simulator_state():
+FINISHED = ("Done", "Failed")
+
+
+def count_finished(polls: list[dict[tuple[str, str, str], str]]) -> dict[tuple[str, str, str], int]:
+    """What the finished counters must say after `polls`, written from the simulator's side:
+    (company, job, task type) -> task state at each poll; the first poll counts nothing."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for before, now in itertools.pairwise(polls):
+        for (company, job, task_type), state in now.items():
+            if state in FINISHED and before.get((company, job, task_type)) not in FINISHED:
+                counts[(company, task_type, state)] += 1
+        for (company, job, task_type), state in before.items():
+            if (company, job, task_type) not in now and state not in FINISHED:
+                counts[(company, task_type, "Vanished")] += 1
+    return dict(counts)
+
+
+async def test_golden_exposition_after_polls_that_see_tasks_finish_fail_and_vanish():
     clock = Clock(datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
+    seen: list[dict[tuple[str, str, str], str]] = []
     async with simulated(clock, jobs=12, seed=11) as sim:
-        store = Store(max_age=180)
+        store = Store(max_age=float("inf"))
         # 2016-01-14-beta: the first version that lists jobs waiting for a client or coordinator.
         async with IpsClient(sim.url, "demo@example.com", "demo", api_version="2016-01-14-beta") as client:
-            for membership in await client.get_company_memberships():
-                company = membership.company
-                result = await client.get_active_jobs(company.company_handle, keep_items=False)
-                target = CompanyTarget("test", company.company_handle, company.name)
-                store.record_success(target, result.jobs, at=clock.now.timestamp(), duration=0.25)
+            companies = [membership.company for membership in await client.get_company_memberships()]
+            for poll in range(6):
+                if poll:
+                    clock.step(minutes=4)
+                if poll == 2:  # an operator stops a running job: its tasks vanish unfinished
+                    sim.world.advance()
+                    running = next(job for job in sim.world.active_jobs()
+                                   if job.status(sim.world.now).state == "Running")
+                    sim.world.stop_job(running.company.handle, running.handle)
+                for company in companies:
+                    result = await client.get_active_jobs(company.company_handle, keep_items=False)
+                    target = CompanyTarget("test", company.company_handle, company.name)
+                    store.record_success(target, result.jobs, at=clock.now.timestamp(), duration=0.25)
+                now = sim.world.advance()
+                jobs = sim.world.active_jobs(include_waiting=True)
+                seen.append({(job.company.name, job.handle, task.task_type): task.state
+                             for job in jobs for task in job.status(now).tasks})
+                names_of_last_poll = {(job.company.name, job.name, task.task_type): task.state
+                                      for job in jobs for task in job.status(now).tasks}
     text = Exposition(store, interval=60).render(store.state, Variant(TEXT_0_0_4, False),
                                                               clock.now.timestamp()).decode()
     text = re.sub(r'python_version="[^"]*"', 'python_version="X"', text)
@@ -58,9 +92,21 @@ async def test_golden_exposition_from_a_fixed_simulator_state():
     if os.environ.get("SCENE7_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "exposition changed; SCENE7_UPDATE_GOLDEN=1 rewrites tests/data/golden.prom"
-    # The fixed state shows every task state somewhere.
-    states = {dict(k[1])["state"] for k, v in parse_samples(text).items() if k[0] == "scene7_task_state" and v == 1}
-    assert states == {"Unknown", "New", "Processing", "Stopping", "Done", "Failed"}
+
+    # The golden file is checked against the simulator's own account of the same six polls, so
+    # that it is not merely the exporter's output written down.
+    samples = {(name, tuple(sorted(labels))): v for (name, labels), v in parse_samples(text).items()}
+    finished = {(labels["company"], labels["task_type"], labels["final_state"]): v
+                for (name, pairs), v in samples.items() if name == "scene7_tasks_finished_total" and v
+                for labels in [dict(pairs)]}
+    expected = count_finished(seen)
+    assert finished == expected
+    assert {final_state for _, _, final_state in expected} == {"Done", "Failed", "Vanished"}
+    states = {(labels["company"], labels["job_name"], labels["task_type"]): labels["state"]
+              for (name, pairs), v in samples.items() if name == "scene7_task_state" and v == 1
+              for labels in [dict(pairs)]}
+    assert states == names_of_last_poll
+    assert set(states.values()) == {"Unknown", "New", "Processing", "Stopping", "Done", "Failed"}
 
 
 async def test_scrape_serves_every_company_and_answers_every_format():
