@@ -276,15 +276,14 @@ async def test_connections_over_the_cap_are_closed_at_once() -> None:
             await read_response(reader)  # served, and kept alive
             held.append((reader, writer))
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-        begin = time.monotonic()
         writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        async with asyncio.timeout(2):
+        # Closed unanswered: not queued until a held connection's idle timeout (30 s) frees a slot.
+        async with asyncio.timeout(5):
             try:
                 data = await reader.read(-1)
             except ConnectionError:
                 data = b""
         assert data == b""
-        assert time.monotonic() - begin < 1.0
         writer.close()
 
         held[0][1].close()
@@ -328,9 +327,8 @@ async def test_close_is_prompt_with_open_connections() -> None:
     conns = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(5)]
     conns[0][1].write(b"GET /me")  # one mid-request
     await asyncio.sleep(0.05)
-    begin = time.monotonic()
-    await srv.close()
-    assert time.monotonic() - begin < 1.2
+    async with asyncio.timeout(5):  # not held until the header (10 s) or idle (30 s) timeout
+        await srv.close()
     for reader, writer in conns:
         async with asyncio.timeout(2):
             with contextlib.suppress(ConnectionError):
