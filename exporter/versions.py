@@ -22,6 +22,9 @@ DOCUMENTED_VERSIONS = (
 LATER_VERSIONS = ("2016-01-14-beta", "2017-10-29-beta", "2021-04-26-beta", "2022-11-01-beta")
 KNOWN_VERSIONS = DOCUMENTED_VERSIONS + LATER_VERSIONS
 DEFAULT_API_VERSION = "2014-04-03"
+# Releases before 4.0 (2008) had no version in the namespace: the common one. It has the least of
+# every feature, so its name sorts before every date.
+UNVERSIONED = ""
 
 _VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-[A-Za-z0-9]+)?")
 
@@ -34,7 +37,7 @@ class ApiVersion:
     name: str
 
     def __post_init__(self) -> None:
-        if not _VERSION.fullmatch(self.name):
+        if self.name != UNVERSIONED and not _VERSION.fullmatch(self.name):
             raise ValueError(f'not an IPS API version: {self.name!r} (looks like "{DEFAULT_API_VERSION}")')
 
     def _since(self, version: str) -> bool:
@@ -42,7 +45,7 @@ class ApiVersion:
 
     @property
     def namespace(self) -> str:
-        return IPS_VERSIONED_PREFIX + self.name
+        return IPS_VERSIONED_PREFIX + self.name if self.name != UNVERSIONED else IPS_COMMON_NS
 
     @property
     def task_state(self) -> bool:
@@ -77,7 +80,10 @@ def api_namespace(api_version: str) -> str:
 
 
 def version_of_namespace(namespace: str | None) -> str | None:
-    """`2014-04-03` of `http://www.scene7.com/IpsApi/xsd/2014-04-03`; None if not versioned."""
+    """`2014-04-03` of `http://www.scene7.com/IpsApi/xsd/2014-04-03`, UNVERSIONED of the common
+    namespace; None if not an IPS namespace."""
+    if namespace == IPS_COMMON_NS:
+        return UNVERSIONED
     if namespace is None or not namespace.startswith(IPS_VERSIONED_PREFIX):
         return None
     version = namespace[len(IPS_VERSIONED_PREFIX) :]

@@ -21,7 +21,7 @@ from support import median
 
 from exporter.httpserver import Request
 from exporter.simulator import FaultKind, FaultPlan, Simulator, SimulatorConfig, SimulatorServer, World
-from exporter.simulator.responses import Responder, parse_request
+from exporter.simulator.responses import RequestError, Responder, SoapFault, fault_answer, parse_request
 from exporter.simulator.world import AUTOSET_TASK, PUBLISH_TYPES, TASK_STATES, UPLOAD_TASK, UPLOAD_TYPES, Job
 from exporter.soap import (
     IPS_COMMON_NS,
@@ -32,12 +32,14 @@ from exporter.soap import (
     api_namespace,
     local_name,
 )
+from exporter.versions import KNOWN_VERSIONS, UNVERSIONED, ApiVersion
 
 pytestmark = pytest.mark.timeout(120)
 
 DATA = Path(__file__).parent / "data"
 XSD = DATA / "ips-jobs.xsd"
 NS_2014 = api_namespace("2014-04-03")
+WAITING = "2016-01-14-beta"  # the first version that has includeWaitingJobs
 NS_2010 = api_namespace("2010-01-31")
 USER, PASSWORD = "demo@example.com", "demo"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -199,7 +201,11 @@ def answer(
     version: str = "2014-04-03",
     soap12: bool = False,
 ) -> bytes:
-    request = parse_request(envelope(operation, params, version=version, soap12=soap12))
+    """The body the simulator's server sends: a request it cannot read gets its fault."""
+    try:
+        request = parse_request(envelope(operation, params, version=version, soap12=soap12))
+    except RequestError as refused:
+        return fault_answer(refused.envelope, refused.fault).body()
     return responder.answer(request).body()
 
 
@@ -339,6 +345,78 @@ def test_stop_pause_resume_answers_validate(responder: Responder, world: World, 
     assert fault_of(answer(responder, "stopJob", {"companyHandle": job.company.handle}))[1] == 30002
 
 
+# -- as strict as the real server, version by version ---------------------------------------
+
+
+def plain_fault(document: bytes) -> str:
+    """The faultstring of a SOAP 1.1 fault that has no IPS detail (Axis2's own refusals)."""
+    fault = operation_element(document)
+    assert fault.tag == f"{{{SOAP11_ENV}}}Fault" and fault.find("detail") is None
+    return text(fault, "faultstring") or ""
+
+
+@pytest.mark.parametrize("version", [UNVERSIONED, *KNOWN_VERSIONS])
+def test_each_version_refuses_what_its_schema_lacks(responder: Responder, version: str) -> None:
+    namespace = ApiVersion(version).namespace
+    waiting = ApiVersion(version).include_waiting_jobs
+    everything = {"companyHandle": "47", "jobHandle": "none", "originalName": "none"}
+    assert jobs_of(answer(responder, "getActiveJobs", everything, version=version)) == []
+    asked = answer(responder, "getActiveJobs", {"includeWaitingJobs": "true"}, version=version)
+    if waiting:
+        assert jobs_of(asked)
+    else:
+        assert plain_fault(asked) == ("org.apache.axis2.databinding.ADBException: Unexpected subelement "
+                                      f"{{{namespace}}}includeWaitingJobs")
+
+
+@pytest.mark.parametrize(("children", "refused"), [
+    ([("jobHandle", NS_2014), ("companyHandle", NS_2014)], f"{{{NS_2014}}}companyHandle"),  # out of order
+    ([("companyHandle", NS_2014), ("companyHandle", NS_2014)], f"{{{NS_2014}}}companyHandle"),  # twice
+    ([("companyHandle", IPS_COMMON_NS)], f"{{{IPS_COMMON_NS}}}companyHandle"),  # another namespace
+    ([("companyHandle", None)], "{}companyHandle"),  # no namespace
+    ([("userHandle", NS_2014)], f"{{{NS_2014}}}userHandle"),  # another operation's
+])
+def test_a_request_element_out_of_its_schema_is_refused(children: list[tuple[str, str | None]], refused: str) -> None:
+    root = etree.fromstring(envelope("getActiveJobs"))
+    param = root.find(f"{{{SOAP11_ENV}}}Body/{{{NS_2014}}}getActiveJobsParam")
+    assert param is not None
+    for name, namespace in children:
+        etree.SubElement(param, f"{{{namespace}}}{name}" if namespace else name).text = "47"
+    with pytest.raises(RequestError) as refusal:
+        parse_request(etree.tostring(root))
+    assert refusal.value.fault == SoapFault(None, 0, f"org.apache.axis2.databinding.ADBException: "
+                                                     f"Unexpected subelement {refused}")
+
+
+@pytest.mark.parametrize("version", ["2010-01-31", "2012-02-14", UNVERSIONED])
+def test_company_discovery_answers_in_the_shape_of_the_version(responder: Responder, world: World,
+                                                               version: str) -> None:
+    ret = operation_element(answer(responder, "getCompanyMembership", version=version))
+    namespace = ApiVersion(version).namespace
+    assert ret.tag == f"{{{namespace}}}getCompanyMembershipReturn"
+    if ApiVersion(version).membership_array:  # 6.0 on: membershipArray of CompanyMembership
+        items = find_all(ret, "membershipArray/items")
+        names = [text(item.find(f"{{{namespace}}}company"), "name") for item in items]
+        assert [text(item, "isActive") for item in items] == ["true"] * len(items)
+    else:  # before: companyArray of Company, no role, no isActive
+        assert [local_name(child.tag) for child in ret] == ["companyArray"]
+        items = find_all(ret, "companyArray/items")
+        names = [text(item, "name") for item in items]
+        assert all(text(item, "role") is None and text(item, "companyHandle") for item in items)
+    assert names == [company.name for company in world.companies]
+    assert {child.tag.split("}")[0][1:] for item in items for child in item.iter()} == {namespace}
+
+
+def test_the_unversioned_namespace_before_4_0_is_answered_in_kind(responder: Responder) -> None:
+    jobs = jobs_of(answer(responder, "getActiveJobs", version=UNVERSIONED))
+    assert jobs
+    tags = {child.tag for job in jobs for child in job.iter()}
+    assert all(tag.startswith(f"{{{IPS_COMMON_NS}}}") for tag in tags)
+    tasks = [task for job in jobs for task in find_all(job, "taskProgressArray/items")]
+    assert tasks and all(text(task, "taskState") is None for task in tasks)
+    assert all(text(job, "triggerTime") is None for job in jobs)
+
+
 # -- filters ---------------------------------------------------------------------------------
 
 
@@ -360,7 +438,7 @@ def test_filters(world: World, responder: Responder) -> None:
 
     unknown = answer(responder, "getActiveJobs", {"companyHandle": "nope"})
     assert fault_of(unknown)[:2] == ("authorizationFault", 20000)
-    bad_flag = answer(responder, "getActiveJobs", {"includeWaitingJobs": "perhaps"})
+    bad_flag = answer(responder, "getActiveJobs", {"includeWaitingJobs": "perhaps"}, version=WAITING)
     assert fault_of(bad_flag)[:2] == ("ipsApiFault", 30001)
 
 
@@ -371,11 +449,13 @@ def test_paused_jobs_are_waiting_jobs(world: World, responder: Responder, clock:
     answer(responder, "pauseJob", params)
     clock.step(minutes=30)
     assert jobs_of(answer(responder, "getActiveJobs", {"jobHandle": job.handle})) == []
-    waiting = jobs_of(answer(responder, "getActiveJobs", {"jobHandle": job.handle, "includeWaitingJobs": "true"}))
+    waiting = jobs_of(answer(responder, "getActiveJobs", {"jobHandle": job.handle, "includeWaitingJobs": "true"},
+                                version=WAITING))
     assert [text(j, "state") for j in waiting] == ["WaitingClient"]
     before = etree.tostring(waiting[0])
     clock.step(minutes=30)
-    again = jobs_of(answer(responder, "getActiveJobs", {"jobHandle": job.handle, "includeWaitingJobs": "true"}))
+    again = jobs_of(answer(responder, "getActiveJobs", {"jobHandle": job.handle, "includeWaitingJobs": "true"},
+                                version=WAITING))
     assert etree.tostring(again[0]) == before  # a paused job does not move
     answer(responder, "resumeJob", params)
     resumed = jobs_of(answer(responder, "getActiveJobs", {"jobHandle": job.handle}))
@@ -531,15 +611,15 @@ def test_same_seed_same_steps_same_bytes(clock: Clock) -> None:
     other = Clock(T0)
     a, b = Responder(World(SimulatorConfig(seed=9), clock)), Responder(World(SimulatorConfig(seed=9), other))
     for step in range(12):
-        docs = [answer(r, "getActiveJobs", {"includeWaitingJobs": "true"}) for r in (a, b)]
+        docs = [answer(r, "getActiveJobs", {"includeWaitingJobs": "true"}, version=WAITING) for r in (a, b)]
         assert docs[0] == docs[1], step
         clock.step(seconds=97)
         other.step(seconds=97)
     # the world is a function of time: one that was not watched in between says the same
     late = Responder(World(SimulatorConfig(seed=9), Clock(T0)))
     late.world.clock = lambda: clock.now
-    assert answer(late, "getActiveJobs", {"includeWaitingJobs": "true"}) == answer(
-        a, "getActiveJobs", {"includeWaitingJobs": "true"}
+    assert answer(late, "getActiveJobs", {"includeWaitingJobs": "true"}, version=WAITING) == answer(
+        a, "getActiveJobs", {"includeWaitingJobs": "true"}, version=WAITING
     )
     different = Responder(World(SimulatorConfig(seed=10), Clock(clock.now)))
     assert answer(different, "getActiveJobs") != answer(a, "getActiveJobs")
@@ -562,7 +642,7 @@ def test_ten_thousand_jobs(capsys: pytest.CaptureFixture[str]) -> None:
     world = World(SimulatorConfig(seed=1, jobs=10_000, companies=5), clock)
     built = time.perf_counter() - started
     responder = Responder(world)
-    request = parse_request(envelope("getActiveJobs", {"includeWaitingJobs": "true"}))
+    request = parse_request(envelope("getActiveJobs", {"includeWaitingJobs": "true"}, version=WAITING))
     timings = []
     for _ in range(3):  # cold (trees built), then warm (trees updated), a minute apart
         wall, cpu = time.perf_counter(), time.process_time()

@@ -9,6 +9,7 @@ from exporter.versions import (
     DEFAULT_API_VERSION,
     IPS_COMMON_NS,
     KNOWN_VERSIONS,
+    UNVERSIONED,
     ApiVersion,
     api_namespace,
     is_ips_namespace,
@@ -31,7 +32,7 @@ def test_what_each_version_has():
     assert DEFAULT_API_VERSION in KNOWN_VERSIONS
 
 
-@pytest.mark.parametrize("name", ["", "2014-4-3", "latest", "2014-04-03/x", "2014-04-03-"])
+@pytest.mark.parametrize("name", ["2014-4-3", "latest", "2014-04-03/x", "2014-04-03-"])
 def test_a_malformed_version_is_refused_with_an_example(name):
     with pytest.raises(ValueError, match=f'not an IPS API version: {name!r} \\(looks like "2014-04-03"\\)'):
         ApiVersion(name)
@@ -40,8 +41,14 @@ def test_a_malformed_version_is_refused_with_an_example(name):
 def test_namespaces_and_back():
     assert api_namespace("2016-01-14-beta") == "http://www.scene7.com/IpsApi/xsd/2016-01-14-beta"
     assert version_of_namespace(api_namespace("2016-01-14-beta")) == "2016-01-14-beta"
-    for namespace in (None, IPS_COMMON_NS, "urn:other", IPS_COMMON_NS + "/latest", IPS_COMMON_NS + "/2014-04-03x"):
+    for namespace in (None, "urn:other", IPS_COMMON_NS + "/latest", IPS_COMMON_NS + "/2014-04-03x"):
         assert version_of_namespace(namespace) is None, namespace
+    # Before 4.0, the common namespace was every operation's: the version with the least of all.
+    assert version_of_namespace(IPS_COMMON_NS) == UNVERSIONED
+    assert ApiVersion(UNVERSIONED).namespace == IPS_COMMON_NS
+    unversioned = ApiVersion(UNVERSIONED)
+    assert not (unversioned.task_state or unversioned.membership_array or unversioned.include_waiting_jobs
+                or unversioned.job_log_descriptions or unversioned.job_log_transfer_counts)
     assert is_ips_namespace(IPS_COMMON_NS) and is_ips_namespace(api_namespace("2008-01-15"))
     assert not is_ips_namespace(None) and not is_ips_namespace("urn:other")
     assert not is_ips_namespace("http://www.scene7.com/IpsApi/xsdother")

@@ -68,6 +68,7 @@ FAULT_STRINGS = {
     "authorizationFault": "AuthorizationException",
     "ipsApiFault": "ipsApiFault",
 }
+AXIS2_REFUSAL = "org.apache.axis2.databinding.ADBException: "
 CHUNK_BYTES = 64 * 1024
 _TREE_NAMESPACES = 2  # job trees are kept for this many API namespaces at a time
 
@@ -78,11 +79,36 @@ def content_type_of(envelope: str) -> str:
 
 @dataclass(frozen=True)
 class SoapFault:
-    """An IPS fault: `element` is authenticationFault, authorizationFault or ipsApiFault."""
+    """An IPS fault: `element` is authenticationFault, authorizationFault or ipsApiFault. With
+    `element` None, a plain SOAP fault whose faultstring is `reason` (Axis2's own refusals)."""
 
-    element: str
+    element: str | None
     code: int
     reason: str
+
+
+def request_elements(operation: str, version: ApiVersion) -> tuple[str, ...]:
+    """The children `<operation>Param` may have in `version`, in schema order, each optional."""
+    if operation == "getActiveJobs":
+        return ("companyHandle", "jobHandle", "originalName") + ("includeWaitingJobs",) * version.include_waiting_jobs
+    if operation == "getCompanyMembership":
+        return ("userHandle",)
+    if operation == "getCompanyInfo":
+        return ("companyHandle", "companyName")
+    return ("companyHandle", "jobHandle")  # stopJob, pauseJob, resumeJob
+
+
+def unexpected_subelement(namespace: str | None, children: Iterable[tuple[str | None, str]],
+                          allowed: tuple[str, ...]) -> str | None:
+    """The first child that a generated Axis2 parser of this schema would refuse, as Axis2 names
+    it (`{ns}name`): one in another namespace, unknown, repeated or out of order. None if none."""
+    position = 0
+    for child_ns, name in children:
+        if child_ns == namespace and name in allowed[position:]:
+            position = allowed.index(name, position) + 1
+            continue
+        return f"{{{child_ns or ''}}}{name}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -166,11 +192,13 @@ def parse_request(body: bytes, content_type: str | None = None) -> SoapRequest:
         raise invalid(f"Unknown API namespace: {namespace}")
     if not name.endswith("Param") or name[: -len("Param")] not in OPERATIONS:
         raise invalid(f"Unsupported operation: {name}")
-    params = {
-        local_name(child.tag): child.text or ""
-        for child in operation_el
-        if isinstance(child.tag, str) and split_tag(child.tag)[0] == namespace
-    }
+    elements = [child for child in operation_el if isinstance(child.tag, str)]
+    operation = name[: -len("Param")]
+    refused = unexpected_subelement(namespace, (split_tag(child.tag) for child in elements),
+                                    request_elements(operation, ApiVersion(api_version)))
+    if refused is not None:
+        raise RequestError(envelope, SoapFault(None, 0, f"{AXIS2_REFUSAL}Unexpected subelement {refused}"))
+    params = {local_name(child.tag): child.text or "" for child in elements}
     auth: dict[str, str] = {}
     if header is not None:
         for child in header:
@@ -179,7 +207,7 @@ def parse_request(body: bytes, content_type: str | None = None) -> SoapRequest:
                 auth = {local_name(c.tag): c.text or "" for c in child if isinstance(c.tag, str)}
     return SoapRequest(
         envelope=envelope,
-        operation=name[: -len("Param")],
+        operation=operation,
         namespace=namespace,
         api_version=api_version,
         params=params,
@@ -270,7 +298,7 @@ def fault_document(envelope: str, fault: SoapFault) -> bytes:
     """A SOAP 1.1 or 1.2 fault whose detail holds the IPS fault in the common namespace."""
     root, body = envelope_tree(envelope)
     fault_el = etree.SubElement(body, f"{{{envelope}}}Fault")
-    faultstring = FAULT_STRINGS.get(fault.element, fault.element)
+    faultstring = FAULT_STRINGS[fault.element] if fault.element is not None else fault.reason
     if envelope == SOAP12_ENV:
         code = etree.SubElement(fault_el, f"{{{envelope}}}Code")
         etree.SubElement(code, f"{{{envelope}}}Value").text = "soapenv:Receiver"
@@ -283,6 +311,9 @@ def fault_document(envelope: str, fault: SoapFault) -> bytes:
         etree.SubElement(fault_el, "faultcode").text = "soapenv:Server"
         etree.SubElement(fault_el, "faultstring").text = faultstring
         detail = etree.SubElement(fault_el, "detail")
+    if fault.element is None:
+        fault_el.remove(detail)
+        return serialize(root)
     ips = etree.SubElement(detail, f"{{{IPS_COMMON_NS}}}{fault.element}", nsmap={"tns": IPS_COMMON_NS})
     etree.SubElement(ips, f"{{{IPS_COMMON_NS}}}code").text = str(fault.code)
     etree.SubElement(ips, f"{{{IPS_COMMON_NS}}}reason").text = fault.reason
@@ -344,6 +375,7 @@ _TAG_NAMES = (
     "getActiveJobsReturn",
     "jobArray",
     "membershipArray",
+    "companyArray",
     "company",
     "companyInfo",
     "rootPath",
@@ -636,7 +668,9 @@ class Responder:
             )
             return self._active_jobs(request, jobs, corrupt_record)
         if operation == "getCompanyMembership":
-            return self._simple(request, "getCompanyMembershipReturn", self._membership)
+            if ApiVersion(request.api_version).membership_array:
+                return self._simple(request, "getCompanyMembershipReturn", self._membership)
+            return self._simple(request, "getCompanyMembershipReturn", self._company_array)
         if operation == "getCompanyInfo":
             by_handle, by_name = params.get("companyHandle"), params.get("companyName")
             if by_handle is not None:
@@ -696,6 +730,11 @@ class Responder:
             self._company_element(item, t, "company", company)
             etree.SubElement(item, t["role"]).text = company.role
             etree.SubElement(item, t["isActive"]).text = "true"
+
+    def _company_array(self, ret: etree._Element, t: dict[str, str]) -> None:
+        array = etree.SubElement(ret, t["companyArray"])
+        for company in self.world.companies:
+            self._company_element(array, t, "items", company)
 
     def _company_element(self, parent: etree._Element, t: dict[str, str], name: str, company: Company) -> None:
         element = etree.SubElement(parent, t[name])
