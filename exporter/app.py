@@ -12,7 +12,7 @@ import ssl
 from exporter.client import IpsClient, RetryPolicy
 from exporter.config import AccountConfig, Settings, parse_shard, split_listen_address
 from exporter.exposition import Exposition
-from exporter.httpserver import HttpServer
+from exporter.httpserver import HttpServer, host_port
 from exporter.metrics import series_guard
 from exporter.poller import Account, Poller
 from exporter.snapshot import Store
@@ -78,7 +78,7 @@ class Exporter:
     async def start(self) -> None:
         await self.server.start()
         self.poller.start()
-        log.info("listening on %s://%s:%d/metrics", self.scheme, self.host, self.port)
+        log.info("serving %s://%s/metrics", self.scheme, host_port(self.host, self.port))
 
     async def stop(self) -> None:
         await self.poller.stop()

@@ -38,7 +38,7 @@ SIMULATOR_PASSWORD_ENV = "SCENE7_SIMULATOR_PASSWORD"  # noqa: S105 - a variable 
 def _common(parser: argparse.ArgumentParser, *, listen_default: str | None = None) -> None:
     parser.add_argument(
         "--web.listen-address", dest="web.listen_address", default=listen_default,
-        help=f"address to listen on (default 0.0.0.0:{DEFAULT_PORT})",
+        help=f"address to listen on (default :{DEFAULT_PORT}, every interface of IPv4 and IPv6)",
     )
     parser.add_argument("--log.level", dest="log.level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log.format", dest="log.format", choices=["text", "json"])
@@ -159,7 +159,7 @@ def _demo_settings(args: argparse.Namespace) -> Settings:
         accounts=[AccountConfig(name="demo", endpoint="http://127.0.0.1:1/placeholder",
                                 user="demo@example.com", password="demo")],  # type: ignore[arg-type]  # noqa: S106
         poll=PollConfig(interval=5.0, timeout=4.0),
-        web=WebSection(listen_address=overrides.get("web.listen_address") or f"0.0.0.0:{DEFAULT_PORT}"),
+        web=WebSection(listen_address=overrides.get("web.listen_address") or f":{DEFAULT_PORT}"),
         log={"level": overrides.get("log.level") or "info",  # type: ignore[arg-type]
              "format": overrides.get("log.format") or "text"},
     )
@@ -176,7 +176,7 @@ async def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
     account = settings.accounts[0].model_copy(update={"endpoint": simulator.url})
     exporter = Exporter(settings.model_copy(update={"accounts": [account]}))
     host, _ = split_listen_address(settings.web.listen_address)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104
     try:
         await exporter.start()
         print(f"{APP_NAME} demo: simulated IPS at {simulator.url}", flush=True)

@@ -137,7 +137,7 @@ class PollConfig(Section):
 
 
 class WebSection(Section):
-    listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
+    listen_address: str = f":{DEFAULT_PORT}"
     config_file: Path | None = None
     probes_without_auth: bool = True
 
@@ -186,11 +186,12 @@ class Settings(BaseSettings):
 
 
 def split_listen_address(value: str) -> tuple[str, int]:
-    """`host:port` (IPv6 as `[::1]:port`) into its parts."""
+    """`host:port` (IPv6 as `[::1]:port`) into its parts; `:port` gives the host "", every
+    interface of IPv4 and IPv6, as Go exporters read it."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not host:port, e.g. 0.0.0.0:{DEFAULT_PORT}")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - listen address, as asked
+        raise ValueError(f"{value!r} is not host:port, e.g. :{DEFAULT_PORT} or 127.0.0.1:{DEFAULT_PORT}")
+    return host.strip("[]"), int(port)
 
 
 def parse_shard(value: str) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import email.utils
 import logging
+import socket
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -34,6 +35,32 @@ _CLOSE_GRACE = 0.5
 # A big body is written in slices of this, without copies: asyncio (Python 3.11) copies what a
 # write() cannot send at once, so a 47 MB exposition would be copied whole, twice.
 _WRITE_SLICE = 1024 * 1024
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port` as a listen address is written: `[::1]:80`, and `:80` for every interface."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _every_interface(port: int) -> socket.socket:
+    """One listening socket for IPv4 and IPv6 (IPv6 with V6ONLY off); IPv4 alone where the host
+    has no IPv6."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address: tuple[str, int] = ("0.0.0.0", port)  # noqa: S104 - every interface, as asked
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address = ("::", port)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @dataclass(frozen=True)
@@ -107,13 +134,16 @@ class HttpServer:
         self._closing = False
 
     async def start(self) -> None:
-        """Bind and start accepting; port 0 picks a free port."""
-        self._server = await asyncio.start_server(self._on_connect, self._host, self._port, reuse_address=True)
+        """Bind and start accepting; port 0 picks a free port. An empty host is every interface
+        of both address families, on one port, as Go's `:port`."""
+        if self._host:
+            self._server = await asyncio.start_server(self._on_connect, self._host, self._port, reuse_address=True)
+        else:
+            self._server = await asyncio.start_server(self._on_connect, sock=_every_interface(self._port))
         self._port = int(self._server.sockets[0].getsockname()[1])
         log.info(
-            "listening on %s:%d (%s)",
-            self._host,
-            self._port,
+            "listening on %s (%s)",
+            host_port(self._host, self._port),
             "https" if self._ssl_context is not None else "http",
         )
 

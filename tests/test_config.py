@@ -52,7 +52,7 @@ def test_defaults_and_max_age_of_three_intervals(tmp_path, monkeypatch):
     monkeypatch.setenv("SCENE7_EXPORTER_PASSWORD", PASSWORD)
     settings = load_settings(write(tmp_path, "accounts: [{user: a@example.com}]\n"))
     assert settings.poll.interval == 60 and settings.poll.effective_max_age == 180
-    assert settings.web.listen_address == "0.0.0.0:10373"
+    assert settings.web.listen_address == ":10373"
     assert settings.accounts[0].api_version == "2014-04-03"
     assert settings.accounts[0].resolve_password(single_account=True) == PASSWORD
 

@@ -13,6 +13,7 @@ import bcrypt
 import httpx
 import pytest
 
+from exporter.config import split_listen_address
 from exporter.httpserver import HttpServer, Request, Response
 from exporter.webconfig import BasicAuth
 
@@ -44,7 +45,11 @@ async def toy_handler(request: Request) -> Response:
 
 
 async def started(**kwargs: object) -> HttpServer:
-    server = HttpServer(toy_handler, "127.0.0.1", 0, **kwargs)  # type: ignore[arg-type]
+    return await started_on("127.0.0.1", 0, **kwargs)
+
+
+async def started_on(host: str, port: int, **kwargs: object) -> HttpServer:
+    server = HttpServer(toy_handler, host, port, **kwargs)  # type: ignore[arg-type]
     await server.start()
     return server
 
@@ -430,3 +435,32 @@ async def test_a_body_of_several_megabytes_arrives_whole_on_a_kept_alive_connect
             assert head.headers["content-length"] == str(len(body)) and head.content == b""
     finally:
         await server.close()
+
+
+async def answers_on(host: str, port: int) -> bool:
+    try:
+        async with asyncio.timeout(5):
+            reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        head, _ = await read_response(reader)
+        return head.startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("address", "ipv4", "ipv6"), [
+    (":{port}", True, True),  # every interface of both families, as Go's `:port`
+    ("0.0.0.0:{port}", True, False),
+    ("[::]:{port}", False, True),
+])
+async def test_listen_address_families(address: str, ipv4: bool, ipv6: bool) -> None:
+    host, port = split_listen_address(address.format(port=0))
+    srv = await started_on(host, port)
+    try:
+        assert await answers_on("127.0.0.1", srv.port) is ipv4
+        assert await answers_on("::1", srv.port) is ipv6
+    finally:
+        await srv.close()
