@@ -44,18 +44,20 @@ def host_port(host: str, port: int) -> str:
 
 def _every_interface(port: int) -> socket.socket:
     """One listening socket for IPv4 and IPv6 (IPv6 with V6ONLY off); IPv4 alone where the host
-    has no IPv6."""
+    has no IPv6 (no IPv6 socket, or none that binds)."""
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        return _bound(socket.AF_INET6, "::", port)
     except OSError:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        address: tuple[str, int] = ("0.0.0.0", port)  # noqa: S104 - every interface, as asked
-    else:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        address = ("::", port)
+        return _bound(socket.AF_INET, "0.0.0.0", port)  # noqa: S104 - every interface, as asked
+
+
+def _bound(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
+        sock.bind((host, port))
         sock.setblocking(False)
     except OSError:
         sock.close()
