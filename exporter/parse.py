@@ -188,20 +188,22 @@ def read_document(data: bytes, operation: str) -> etree._Element:
 
 
 def companies_from_membership(element: etree._Element) -> list[CompanyMembership]:
-    """The CompanyMemberships of a getCompanyMembershipReturn element."""
-    memberships = []
+    """The CompanyMemberships of a getCompanyMembershipReturn element: `membershipArray` from
+    API 6.0 (2012-02-14) on, `companyArray` of bare Company records before it."""
+    records: list[dict[str, Any]] = []
     for array in iter_children(element, "membershipArray"):
         for item in iter_children(array, "items"):
             record: dict[str, Any] = _leaf_record(item)
             company = next(iter_children(item, "company"), None)
             if company is None:
                 raise MalformedResponse("CompanyMembership without company")
-            record["company"] = _leaf_record(company)
-            try:
-                memberships.append(CompanyMembership.model_validate(record))
-            except ValidationError as exc:
-                raise MalformedResponse(f"invalid CompanyMembership: {exc.error_count()} errors") from None
-    return memberships
+            records.append({**record, "company": _leaf_record(company)})
+    for array in iter_children(element, "companyArray"):
+        records += [{"company": _leaf_record(item)} for item in iter_children(array, "items")]
+    try:
+        return [CompanyMembership.model_validate(record) for record in records]
+    except ValidationError as exc:
+        raise MalformedResponse(f"invalid CompanyMembership: {exc.error_count()} errors") from None
 
 
 def check_job_array(element: etree._Element) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import UTC, datetime
 
+import pytest
+from servers import Clock, simulated
+
+from exporter.client import IpsClient
 from exporter.errors import ApiFault, AuthenticationFault, HttpStatusError, IpsTimeout, MalformedResponse, Reason
 from exporter.versions import (
     DEFAULT_API_VERSION,
@@ -63,3 +67,23 @@ def test_error_messages_and_reasons():
         True, True, False)
     assert IpsTimeout("x").retryable and not MalformedResponse("x").retryable
     assert MalformedResponse("x").reason is Reason.MALFORMED
+
+
+@pytest.mark.parametrize("version", KNOWN_VERSIONS)
+async def test_the_client_speaks_every_version_to_a_server_as_strict_as_axis2(version):
+    clock = Clock(datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
+    has = ApiVersion(version)
+    async with simulated(clock, jobs=20, seed=5) as sim, \
+            IpsClient(sim.url, "demo@example.com", "demo", api_version=version) as client:
+        memberships = await client.get_company_memberships()
+        assert [m.company.name for m in memberships] == [c.name for c in sim.world.companies]
+        assert [m.company.company_handle for m in memberships] == [c.handle for c in sim.world.companies]
+        assert all(m.is_active for m in memberships)
+        now = sim.world.advance()
+        for company in sim.world.companies:
+            result = await client.get_active_jobs(company.handle, keep_items=False)
+            expected = sim.world.active_jobs(company.handle, include_waiting=has.include_waiting_jobs)
+            assert [job.job_handle for job in result.jobs] == [job.handle for job in expected]
+            states = [task.known_state.value for job in result.jobs for task in job.task_progress_array]
+            truth = [task.state for job in expected for task in job.status(now).tasks]
+            assert states == (truth if has.task_state else ["Unknown"] * len(truth))
