@@ -10,14 +10,14 @@ import logging
 import ssl
 
 from exporter.client import IpsClient, RetryPolicy
-from exporter.config import AccountConfig, Settings, parse_shard, split_listen_address
+from exporter.config import AccountConfig, ConfigError, Settings, parse_shard, split_listen_address
 from exporter.exposition import Exposition
 from exporter.httpserver import HttpServer, host_port
 from exporter.metrics import series_guard
 from exporter.poller import Account, Poller
 from exporter.snapshot import Store
 from exporter.web import PROBE_PATHS, WebApp
-from exporter.webconfig import load_web_config
+from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +42,26 @@ def make_client(account: AccountConfig, settings: Settings) -> IpsClient:
 
 
 class Exporter:
-    """One exporter process: start(), then stop()."""
+    """One exporter process: start(), reload() as often as asked, then stop()."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.accounts = [
-            Account(a.name, make_client(a, settings), tuple(a.companies)) for a in settings.accounts
-        ]
+        web_config = load_web_config(settings.web.config_file) if settings.web.config_file else None
         self.store = Store(max_age=settings.poll.effective_max_age, guard=series_guard(settings.poll.max_series))
         self.exposition = Exposition(self.store, interval=settings.poll.interval)
-        self.poller = Poller(
-            self.accounts,
-            self.store,
-            interval=settings.poll.interval,
-            timeout=settings.poll.timeout,
-            shard=parse_shard(settings.shard) if settings.shard else None,
-        )
-        web_config = load_web_config(settings.web.config_file) if settings.web.config_file else None
+        self.accounts = make_accounts(settings)
+        self.poller = make_poller(settings, self.accounts, self.store)
         self.host, port = split_listen_address(settings.web.listen_address)
-        app = WebApp(self.exposition, self.store, ready=self.poller.first_poll_attempted.is_set)
-        self.server = HttpServer(
-            app.handle,
-            self.host,
-            port,
+        self._was_ready = False  # readiness outlives a reload's new poller
+        app = WebApp(self.exposition, self.store, ready=self._ready)
+        self.server = HttpServer(app.handle, self.host, port)
+        self._apply_web_config(settings, web_config)
+
+    def _ready(self) -> bool:
+        return self._was_ready or self.poller.first_poll_attempted.is_set()
+
+    def _apply_web_config(self, settings: Settings, web_config: WebConfig | None) -> None:
+        self.server.configure(
             ssl_context=web_config.ssl_context if web_config else None,
             basic_auth=web_config.basic_auth if web_config else None,
             auth_exempt_paths=PROBE_PATHS if settings.web.probes_without_auth else frozenset(),
@@ -80,8 +77,54 @@ class Exporter:
         self.poller.start()
         log.info("serving %s://%s/metrics", self.scheme, host_port(self.host, self.port))
 
+    async def reload(self, settings: Settings) -> None:
+        """Apply a configuration read again: accounts, polling, the series guard, the web
+        config. The companies of accounts that stay keep their state and series. Raises
+        `ConfigError`, with nothing changed, if the new configuration cannot be used."""
+        if not settings.accounts:
+            raise ConfigError(["accounts: no IPS account configured"])
+        web_config = load_web_config(settings.web.config_file) if settings.web.config_file else None
+        accounts = make_accounts(settings)  # reads the password files: may refuse
+        if settings.web.listen_address != self.settings.web.listen_address:
+            log.warning("web.listen_address changed to %s: it takes effect at the next restart",
+                        settings.web.listen_address)
+            settings = settings.model_copy(update={"web": settings.web.model_copy(
+                update={"listen_address": self.settings.web.listen_address})})
+        self._was_ready = self._ready()
+        await self.poller.stop()
+        await close_clients(self.accounts)
+        self.store.reconfigure({a.name for a in settings.accounts}, max_age=settings.poll.effective_max_age,
+                               guard=series_guard(settings.poll.max_series))
+        self.exposition.interval = settings.poll.interval
+        self._apply_web_config(settings, web_config)
+        self.settings, self.accounts = settings, accounts
+        self.poller = make_poller(settings, accounts, self.store)
+        self.poller.start()
+        log.info("configuration reloaded: %d accounts", len(accounts))
+
     async def stop(self) -> None:
         await self.poller.stop()
         await self.server.close()
-        for account in self.accounts:
-            await account.client.aclose()
+        await close_clients(self.accounts)
+
+
+def make_accounts(settings: Settings) -> list[Account]:
+    """One client per account; `ConfigError`, before any client opens, if a password is unreadable."""
+    for account in settings.accounts:
+        account.resolve_password(single_account=len(settings.accounts) == 1)
+    return [Account(a.name, make_client(a, settings), tuple(a.companies)) for a in settings.accounts]
+
+
+def make_poller(settings: Settings, accounts: list[Account], store: Store) -> Poller:
+    return Poller(
+        accounts,
+        store,
+        interval=settings.poll.interval,
+        timeout=settings.poll.timeout,
+        shard=parse_shard(settings.shard) if settings.shard else None,
+    )
+
+
+async def close_clients(accounts: list[Account]) -> None:
+    for account in accounts:
+        await account.client.aclose()

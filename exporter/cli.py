@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings.log.level, settings.log.format)
         if args.command == "demo":
             return asyncio.run(_run_demo(settings, args))
-        return asyncio.run(_run(settings))
+        return asyncio.run(_run(settings, args))
     except ConfigError as exc:
         problems = exc.problems
         print(f"{APP_NAME}: invalid configuration:", file=sys.stderr)
@@ -117,23 +117,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-async def until_signalled() -> None:
-    """Return at the first SIGTERM or SIGINT."""
-    stopping = asyncio.Event()
+# Signals whose default action ends the process without a word: logged and ignored instead.
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+
+
+async def until_signalled(reload: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Return at the first SIGTERM or SIGINT. SIGHUP calls `reload` (without one it is ignored,
+    like the other signals that would end the process silently); each is logged."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
-    log.info("stopping")
+    received: asyncio.Queue[signal.Signals] = asyncio.Queue()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *IGNORED_SIGNALS):
+        loop.add_signal_handler(sig, received.put_nowait, sig)
+    while (sig := await received.get()) not in (signal.SIGTERM, signal.SIGINT):
+        if sig == signal.SIGHUP and reload is not None:
+            log.info("SIGHUP: reloading the configuration")
+            await reload()
+        else:
+            log.warning("%s received and ignored", sig.name)
+    log.info("stopping (%s)", sig.name)
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.app import Exporter
 
     exporter = Exporter(settings)
+
+    async def reload() -> None:
+        try:
+            new = load_settings(args.config_file, **_overrides(args))
+            await exporter.reload(new)
+        except ConfigError as exc:
+            log.error("configuration not reloaded, the running one is kept: %s", "; ".join(exc.problems))
+            return
+        except Exception:  # a bug of ours must not end the process at a SIGHUP
+            log.exception("configuration not reloaded, the running one is kept: unexpected error")
+            return
+        setup_logging(new.log.level, new.log.format)
+
     await exporter.start()
     try:
-        await until_signalled()
+        await until_signalled(reload)
     finally:
         await exporter.stop()
     return 0

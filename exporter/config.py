@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -234,8 +235,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return FileSettings(**_nest(overrides))
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
-    except (ValueError, OSError) as exc:  # YAML syntax errors and unreadable files
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{config_file}: not valid YAML{yaml_position(exc)}"]) from None
+    except (ValueError, OSError) as exc:  # unreadable files
         raise ConfigError([f"{config_file}: {exc}"]) from None
+
+
+def yaml_position(exc: yaml.YAMLError) -> str:
+    """Where a YAML file is broken. Only the position: PyYAML's own message quotes the line,
+    which may hold a secret."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        return f" ({exc.problem}, line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})"
+    return ""
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

@@ -135,6 +135,18 @@ class HttpServer:
         self._connections: dict[asyncio.Task[None], _ConnState] = {}
         self._closing = False
 
+    def configure(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        basic_auth: BasicAuth | None,
+        auth_exempt_paths: frozenset[str],
+    ) -> None:
+        """TLS and basic auth for the connections accepted from now on (a reloaded web config)."""
+        self._ssl_context = ssl_context
+        self._basic_auth = basic_auth
+        self._auth_exempt_paths = auth_exempt_paths
+
     async def start(self) -> None:
         """Bind and start accepting; port 0 picks a free port. An empty host is every interface
         of both address families, on one port, as Go's `:port`."""

@@ -112,9 +112,11 @@ class Poller:
         self._running: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
+        known = {snapshot.target.account for snapshot in self.store.state.companies}
         for account in self.accounts.values():
             placeholder = CompanyTarget(account.name, "", account.name)
-            self.store.track(placeholder)
+            if account.name not in known:  # an account kept over a reload shows its companies meanwhile
+                self.store.track(placeholder)
             self._schedule(placeholder, self._discover)
         self.scheduler.start()
 

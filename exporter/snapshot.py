@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -208,10 +208,18 @@ class Store:
         return None if snapshot is None else self._put(snapshot.after_skipped_run())
 
     def record_discovered(self, placeholder: CompanyTarget, targets: Iterable[CompanyTarget]) -> State:
-        """An account's companies are known: its placeholder gives way to one target each."""
-        added = {t: CompanySnapshot(t) for t in targets}
-        kept = tuple(s for s in self.state.companies if s.target != placeholder and s.target not in added)
-        return self._swap((*kept, *added.values()))
+        """An account's companies are known: its placeholder and any company it no longer has
+        give way to one target each; a company already known keeps its state."""
+        mine = tuple(self._snapshot(t) for t in targets)
+        others = tuple(s for s in self.state.companies if s.target.account != placeholder.account)
+        return self._swap((*others, *mine))
+
+    def reconfigure(self, accounts: Collection[str], *, max_age: float, guard: SeriesGuard) -> State:
+        """A configuration read again: the companies of accounts no longer configured go, the
+        others keep their state; staleness and the series guard follow the new settings."""
+        self.guard = guard
+        self.state = replace(self.state, max_age=max_age)
+        return self._swap(tuple(s for s in self.state.companies if s.target.account in accounts))
 
     # -- the swap -------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.config import ConfigError, describe_errors
+from exporter.config import ConfigError, describe_errors, yaml_position
 
 log = logging.getLogger("exporter.webconfig")
 
@@ -304,7 +304,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     except UnicodeDecodeError:
         raise ConfigError([f"{where}not UTF-8 text"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{where}not valid YAML{_yaml_position(exc)}"]) from None
+        raise ConfigError([f"{where}not valid YAML{yaml_position(exc)}"]) from None
     try:
         file = WebConfigFile.model_validate({} if data is None else data, context={"directory": path.parent})
     except ValidationError as exc:
@@ -314,13 +314,6 @@ def load_web_config(path: str | Path) -> WebConfig:
         ssl_context=file.tls_server_config.ssl_context if file.tls_server_config else None,
         basic_auth=BasicAuth(users) if users else None,
     )
-
-
-def _yaml_position(exc: yaml.YAMLError) -> str:
-    # Only the position: PyYAML's own message quotes the line, which may hold a secret.
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        return f" ({exc.problem}, line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})"
-    return ""
 
 
 def _private_file(path: Path, text: str | None) -> str:

@@ -30,10 +30,10 @@ from servers import (
     settings_for,
     simulated,
 )
-from support import parse_samples, value
+from support import Samples, parse_samples, value
 
 from exporter.client import IpsClient
-from exporter.config import AccountConfig
+from exporter.config import AccountConfig, ConfigError
 from exporter.exposition import TEXT_0_0_4, Exposition, Variant
 from exporter.snapshot import CompanyTarget, Store
 
@@ -378,3 +378,51 @@ async def test_the_password_never_appears_on_any_page(caplog):
             await eventually(lambda s: errors(s, "authentication") >= 1, exporter)
             pages = [(await get(exporter, path)).text for path in ("/", "/metrics", "/healthz", "/readyz")]
     assert not any(secret in text for text in [*pages, caplog.text, repr(settings)])
+
+
+# -- reloading the configuration ----------------------------------------------------------------
+
+
+async def test_reload_keeps_the_companies_that_stay_and_drops_the_others():
+    async with simulated() as sim:
+        settings = settings_for(sim.url)
+        async with exporting(settings) as exporter:
+            before = await eventually(lambda s: all_up(s) and min(by_company(s, "scene7_polls_total").values()) >= 2,
+                                      exporter)
+            polls_before = by_company(before, "scene7_polls_total")
+            kept = sim.world.companies[0]
+
+            # The same account, now limited to one company, polled more often.
+            narrowed = settings.model_copy(update={
+                "accounts": [settings.accounts[0].model_copy(update={"companies": [kept.handle]})],
+                "poll": settings.poll.model_copy(update={"interval": 0.3}),
+            })
+            await exporter.reload(narrowed)
+            # The account is not shown as its placeholder (a company without a handle) meanwhile.
+            assert all(company.target.handle for company in exporter.store.state.companies)
+            # The counters of the company that stayed go on from where they were, never back.
+            counted = [polls_before[kept.name]]
+
+            def narrowed_and_counting(samples: Samples) -> bool:
+                counted.append(by_company(samples, "scene7_polls_total")[kept.name])
+                return set(by_company(samples, "scene7_up")) == {kept.name} and counted[-1] > counted[0] + 2
+
+            await eventually(narrowed_and_counting, exporter)
+            assert counted == sorted(counted), counted
+
+            # A configuration that cannot be used changes nothing.
+            broken = narrowed.model_copy(update={"accounts": [narrowed.accounts[0].model_copy(
+                update={"password": None, "password_file": Path("/nonexistent/password")})]})
+            poller = exporter.poller
+            with pytest.raises(ConfigError):
+                await exporter.reload(broken)
+            assert exporter.poller is poller and exporter.settings is narrowed
+
+            # Another account: the old one's companies go at once, the new one's come.
+            renamed = narrowed.model_copy(update={"accounts": [narrowed.accounts[0].model_copy(
+                update={"name": "other", "companies": []})]})
+            await exporter.reload(renamed)
+            assert {company.target.account for company in exporter.store.state.companies} == {"other"}
+            await eventually(lambda s: set(by_company(s, "scene7_up")) == {c.name for c in sim.world.companies}
+                             and all_up(s), exporter)
+            assert (await get(exporter, "/readyz")).status_code == 200
