@@ -109,7 +109,7 @@ class Exposition:
         self.refresh()
 
     def registry(self, state: State, now: float) -> CollectorRegistry:
-        registry = CollectorRegistry(auto_describe=True)
+        registry = CollectorRegistry()  # SnapshotCollector.describe() names its families for `names`
         registry.register(SnapshotCollector(state, now=now, interval=self.interval))
         return registry
 
@@ -163,7 +163,6 @@ class Exposition:
         if self._renderer is not None and not self._renderer.done():
             self._dirty = True
             return
-        self._dirty = False
         self._renderer = asyncio.get_running_loop().create_task(self._render_until_clean())
 
     async def settle(self) -> None:
