@@ -204,19 +204,6 @@ def test_help_names_the_poll_interval(openmetrics):
     assert text.endswith("# EOF\n") == openmetrics
 
 
-async def test_a_scrape_during_a_render_gets_the_previous_bytes_whole():
-    store = new_store()
-    poll(store, job("a_1", task("t", "Processing")))
-    exposition = Exposition(store, interval=60, clock=lambda: NOW)
-    variant = Variant(TEXT_0_0_4, gzip=False)
-    old = await exposition.body(variant)  # a variant never asked for waits for its render
-    poll(store, job("b_1", task("t", "Processing")))
-    assert await exposition.body(variant) == old  # served at once; the new State renders behind
-    await exposition.settle()
-    new = await exposition.body(variant)
-    assert b'job_name="b_1"' in new and b'job_name="a_1"' not in new
-
-
 def test_a_task_first_seen_already_finished_after_start_up_is_counted():
     store = new_store()
     poll(store, job("a_1", task("t", "Processing")))
@@ -224,29 +211,6 @@ def test_a_task_first_seen_already_finished_after_start_up_is_counted():
     snapshot = store.state.company(TARGET)
     assert snapshot is not None
     assert dict(snapshot.finished_total) == {("t", "Done"): 1, ("t", "Failed"): 1, ("t", "Vanished"): 0}
-
-
-async def test_a_company_that_goes_stale_without_a_poll_leaves_the_cached_bytes():
-    now = [NOW]
-    store = new_store()
-    poll(store, job("a_1", task("t", "Processing")), at=NOW)
-    exposition = Exposition(store, interval=60, clock=lambda: now[0])
-    fresh = await exposition.body(PLAIN)
-    assert b'job_name="a_1"' in fresh
-    now[0] = NOW + 181  # no poll since: the same State, now stale
-    await exposition.body(PLAIN)  # served at once (the previous bytes) while the stale State renders
-    await exposition.settle()
-    stale = await exposition.body(PLAIN)
-    assert b'job_name="a_1"' not in stale
-    assert f'scene7_up{{company="{TARGET.label}"}} 0.0'.replace('"Bytes"', '\\"Bytes\\"').encode() in stale
-
-
-@pytest.mark.parametrize(("accept_encoding", "gzip"), [
-    (None, False), ("identity", False), ("gzip", True), ("GZip", True), ("br, gzip;q=0.5", True),
-    ("gzip;q=0", False), ("gzip; Q=0.000", False), ("deflate, gzip", True), ("x-gzip", False),
-])
-def test_gzip_is_negotiated_case_blind_and_refused_with_q_0(accept_encoding, gzip):
-    assert Exposition(new_store(), interval=60).negotiate(None, accept_encoding).gzip is gzip
 
 
 def test_a_repeated_job_name_gives_one_set_of_job_series_and_every_task_state_its_count():

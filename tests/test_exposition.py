@@ -1,0 +1,232 @@
+"""The exposition: content negotiation, gzip, `?name[]=` filtering, and the bytes kept per State."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.collector import SnapshotCollector
+from exporter.exposition import OPENMETRICS_1_0_0, TEXT_0_0_4, Exposition, Variant
+from exporter.models import ActiveJob, TaskProgress
+from exporter.snapshot import CompanyTarget, Store
+
+NOW = 1_800_000_000.0
+TARGET = CompanyTarget("main", "c|110", "Bits & Bytes")
+WHEN = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+PLAIN = Variant(TEXT_0_0_4, gzip=False)
+GZIP = Variant(TEXT_0_0_4, gzip=True)
+# What Prometheus 3 sends: OpenMetrics 1.0.0 with UTF-8 names first, 0.0.4 text last.
+PROMETHEUS_3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+
+
+def job(name: str) -> ActiveJob:
+    task = TaskProgress(
+        task_type="t", task_state="Processing", num_processed=1, num_processing=1, num_pending=2,
+        progress=0.25, last_progress_update=WHEN,
+    )
+    return ActiveJob(
+        company_handle="c|110", job_handle=f"j|{name}", name=name, original_name=name, job_type="UrlUpload",
+        state="Running", server_name="srv1", start_date=WHEN, last_progress_update=WHEN, task_progress_array=(task,),
+    )
+
+
+def poll(store: Store, *names: str, at: float = NOW) -> None:
+    store.record_success(TARGET, tuple(job(name) for name in names), at=at, duration=0.5)
+
+
+def polled(*names: str) -> Store:
+    store = Store(max_age=180.0)
+    poll(store, *names)
+    return store
+
+
+def families(body: bytes) -> set[str]:
+    return {family.name for family in text_string_to_metric_families(body.decode())}
+
+
+# --- negotiation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("accept", "content_type"), [
+    (None, TEXT_0_0_4),
+    ("text/plain;version=0.0.4", TEXT_0_0_4),
+    ("application/json", TEXT_0_0_4),
+    ("application/openmetrics-text", OPENMETRICS_1_0_0),
+    ("application/openmetrics-text; version=1.0.0",
+     "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"),
+    (PROMETHEUS_3_ACCEPT, "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
+    ("text/plain; version=1.0.0", "text/plain; version=1.0.0; charset=utf-8; escaping=underscores"),
+])
+async def test_the_content_type_is_chosen_as_prometheus_client_chooses_it_and_renders(accept, content_type):
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
+    variant = exposition.negotiate(accept, None)
+    assert variant == Variant(content_type, gzip=False)
+    body = await exposition.body(variant)
+    assert body.endswith(b"# EOF\n") == content_type.startswith("application/openmetrics-text")
+    assert b'scene7_up{company="Bits & Bytes"} 1' in body
+
+
+def test_content_types_a_scraper_names_are_kept_up_to_eight_then_it_gets_text_0_0_4():
+    exposition = Exposition(Store(), interval=60)
+    versions = [f"1.0.{patch}" for patch in range(7)]
+    chosen = [exposition.negotiate(f"application/openmetrics-text; version={v}", None).content_type for v in versions]
+    # The two built-in content types and six named by scrapers make eight: the seventh is refused.
+    assert chosen == [
+        *(f"application/openmetrics-text; version={v}; charset=utf-8; escaping=underscores" for v in versions[:6]),
+        TEXT_0_0_4,
+    ]
+    assert exposition.negotiate("application/openmetrics-text; version=1.0.5", None).content_type == chosen[5]
+    assert exposition.negotiate("application/openmetrics-text", None).content_type == OPENMETRICS_1_0_0
+
+
+@pytest.mark.parametrize(("accept_encoding", "gzip"), [
+    (None, False), ("", False), ("identity", False), ("gzip", True), ("GZip", True), ("br, gzip;q=0.5", True),
+    ("gzip;q=0", False), ("gzip; Q=0.000", False), ("deflate, gzip", True), ("x-gzip", False),
+    ("gzip;level=9", True), ("gzip;q=high", False), ("gzip;q=0=1", False),
+])
+def test_gzip_is_negotiated_case_blind_and_refused_with_q_0_or_a_malformed_q(accept_encoding, gzip):
+    assert Exposition(Store(), interval=60).negotiate(None, accept_encoding) == Variant(TEXT_0_0_4, gzip)
+
+
+async def test_the_gzip_body_is_the_plain_one_compressed_fast_and_without_a_timestamp():
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
+    plain = await exposition.body(PLAIN)
+    compressed = await exposition.body(GZIP)
+    assert gzip.decompress(compressed) == plain
+    # Header: magic, deflate, no flags, mtime 0 (the same State gives the same bytes), XFL 4 = fastest level.
+    assert compressed[:9] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04"
+
+
+# --- ?name[]= ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("names", "expected", "line"), [
+    (["scene7_up"], {"scene7_up"}, b'scene7_up{company="Bits & Bytes"} 1.0'),
+    (["scene7_polls_total", "scene7_job_info"], {"scene7_polls", "scene7_job_info"}, b'job_name="a_1"'),
+    (["scene7_no_such_metric"], set(), b""),
+])
+async def test_name_filtering_renders_only_the_named_families_and_leaves_the_cache_alone(names, expected, line):
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
+    full = await exposition.body(PLAIN)
+    filtered = await exposition.body(PLAIN, names)
+    assert families(filtered) == expected
+    assert line in filtered
+    assert await exposition.body(PLAIN) is full
+
+
+async def test_name_filtering_applies_staleness_at_the_time_of_the_scrape():
+    now = [NOW]
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: now[0])
+    assert b'job_name="a_1"' in await exposition.body(PLAIN, ["scene7_job_info"])
+    now[0] = NOW + 181
+    stale = await exposition.body(PLAIN, ["scene7_job_info", "scene7_up"])
+    assert b'job_name="a_1"' not in stale and b'scene7_up{company="Bits & Bytes"} 0.0' in stale
+
+
+# --- the bytes kept per State -----------------------------------------------------------------
+
+
+async def test_scrapes_of_an_unchanged_state_get_the_bytes_rendered_once():
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
+    first = await exposition.body(PLAIN)
+    await exposition.body(GZIP)  # a new variant renders itself alone
+    assert await exposition.body(PLAIN) is first
+    await exposition.settle()
+    assert await exposition.body(PLAIN) is first
+
+
+async def test_a_scrape_during_a_render_gets_the_previous_bytes_whole():
+    store = polled("a_1")
+    exposition = Exposition(store, interval=60, clock=lambda: NOW)
+    old = await exposition.body(PLAIN)  # a variant never asked for waits for its render
+    poll(store, "b_1")
+    assert await exposition.body(PLAIN) == old  # served at once; the new State renders behind
+    await exposition.settle()
+    new = await exposition.body(PLAIN)
+    assert b'job_name="b_1"' in new and b'job_name="a_1"' not in new
+
+
+async def test_every_publish_renders_the_newest_state_in_the_background():
+    store = polled("a_1")
+    exposition = Exposition(store, interval=60, clock=lambda: NOW)
+    await exposition.body(PLAIN)
+    await exposition.body(GZIP)
+    for name in ("b_1", "c_1", "d_1"):
+        poll(store, name)
+        await exposition.settle()
+        plain, compressed = await exposition.body(PLAIN), await exposition.body(GZIP)
+        assert f'job_name="{name}"'.encode() in plain and gzip.decompress(compressed) == plain
+
+
+async def test_a_publish_during_a_render_is_rendered_right_after_it():
+    store = polled("a_1")
+    clock_read = asyncio.Event()
+
+    def clock() -> float:
+        clock_read.set()
+        return NOW
+
+    exposition = Exposition(store, interval=60, clock=clock)
+    await exposition.body(PLAIN)
+    clock_read.clear()
+    poll(store, "b_1")
+    await clock_read.wait()  # the background render of b_1 has begun
+    poll(store, "c_1")
+    await exposition.settle()
+    body = await exposition.body(PLAIN)  # no render left to wait for: the newest State, at once
+    assert b'job_name="c_1"' in body and b'job_name="b_1"' not in body
+
+
+async def test_a_failed_render_is_logged_scrapes_keep_the_previous_bytes_and_the_next_publish_retries(
+    monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="exporter.exposition")
+    store = polled("a_1")
+    exposition = Exposition(store, interval=60, clock=lambda: NOW)
+    old = await exposition.body(PLAIN)
+
+    def broken(self: SnapshotCollector) -> None:
+        raise RuntimeError("a metric failed")
+
+    monkeypatch.setattr(SnapshotCollector, "collect", broken)
+    poll(store, "b_1")
+    await exposition.settle()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("ERROR", "rendering the exposition failed")]
+    assert str(caplog.records[0].exc_info[1]) == "a metric failed"
+    assert await exposition.body(PLAIN) == old
+    await exposition.settle()
+    monkeypatch.undo()
+    poll(store, "c_1")
+    await exposition.settle()
+    assert b'job_name="c_1"' in await exposition.body(PLAIN)
+
+
+async def test_a_company_that_goes_stale_without_a_poll_leaves_the_cached_bytes():
+    now = [NOW]
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: now[0])
+    fresh = await exposition.body(PLAIN)
+    assert b'job_name="a_1"' in fresh
+    assert await exposition.body(PLAIN) is fresh  # current bytes: served, and no render starts behind
+    now[0] = NOW + 181  # no poll since: the same State, now stale
+    await exposition.settle()
+    assert await exposition.body(PLAIN) is fresh  # the first scrape to see it stale: at once, while it renders
+    await exposition.settle()
+    stale = await exposition.body(PLAIN)
+    assert b'job_name="a_1"' not in stale
+    assert b'scene7_up{company="Bits & Bytes"} 0.0' in stale
+
+
+def test_a_state_published_outside_the_event_loop_is_rendered_by_the_next_scrape():
+    store = polled("a_1")
+    exposition = Exposition(store, interval=60, clock=lambda: NOW)
+    poll(store, "b_1")  # no running loop: nothing starts
+    assert b'job_name="b_1"' in asyncio.run(exposition.body(PLAIN))
