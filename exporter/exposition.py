@@ -92,7 +92,10 @@ class Exposition:
 
     def negotiate(self, accept: str | None, accept_encoding: str | None) -> Variant:
         """The variant a scraper asked for, chosen as prometheus-client chooses it."""
-        encoder, content_type = text_format.choose_encoder(accept or "")
+        try:
+            encoder, content_type = text_format.choose_encoder(accept or "")
+        except (TypeError, ValueError):  # prometheus-client 0.2x on `version=abc`: the default format
+            encoder, content_type = text_format.choose_encoder("")
         if content_type not in self._encoders:
             # The version comes from the client: bound what it can make us keep.
             if len(self._encoders) >= MAX_VARIANTS:

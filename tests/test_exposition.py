@@ -65,6 +65,7 @@ def families(body: bytes) -> set[str]:
      "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"),
     (PROMETHEUS_3_ACCEPT, "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
     ("text/plain; version=1.0.0", "text/plain; version=1.0.0; charset=utf-8; escaping=underscores"),
+    ("application/openmetrics-text; version=abc", TEXT_0_0_4),  # prometheus-client raises on it
 ])
 async def test_the_content_type_is_chosen_as_prometheus_client_chooses_it_and_renders(accept, content_type):
     exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
