@@ -122,6 +122,8 @@ def make_poller(settings: Settings, accounts: list[Account], store: Store) -> Po
         interval=settings.poll.interval,
         timeout=settings.poll.timeout,
         shard=parse_shard(settings.shard) if settings.shard else None,
+        discovery_interval=settings.poll.discovery_interval,
+        auth_backoff_max=settings.poll.auth_backoff_max,
     )
 
 

@@ -121,6 +121,8 @@ class PollConfig(Section):
     timeout: Duration = 20.0
     max_age: Duration | None = None
     max_series: int = Field(default=1_000_000, ge=0)
+    discovery_interval: Duration = 900.0
+    auth_backoff_max: Duration = 1800.0
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> PollConfig:

@@ -5,7 +5,13 @@ company: first run at start-up (spread by a little jitter), `max_instances=1` an
 `coalesce=True` so a slow poll is never stacked (a run that could not start is counted as
 `skipped`), and a timeout below the interval on every poll. Before its companies are known an
 account is polled as one placeholder target labelled with the account name, whose poll is the
-company discovery: a wrong password is visible as `scene7_up 0` from the first poll on.
+company discovery: a wrong password is visible as `scene7_up 0` from the first poll on. The
+discovery runs again every `discovery_interval`, so companies added to or removed from the user
+are followed without a restart.
+
+Credentials IPS refuses are not sent again at every interval (that is how accounts get locked):
+an authentication fault pauses the whole account, an authorization fault the company alone, with
+one probe at a time after an exponential backoff from the interval to `auth_backoff_max`.
 """
 
 from __future__ import annotations
@@ -40,6 +46,18 @@ class Account:
     name: str
     client: IpsClient
     companies: tuple[str, ...] = ()
+
+
+@dataclass
+class Pause:
+    """IPS refused an account's credentials or a company's rights: no call before `until` (on
+    the poller's timer), then one probe at a time; `cause` is what IPS said."""
+
+    backoff: float
+    until: float
+    next_attempt: str
+    cause: str
+    probing: bool = False
 
 
 def in_shard(handle: str, shard: tuple[int, int] | None) -> bool:
@@ -91,16 +109,21 @@ class Poller:
         interval: float,
         timeout: float,
         shard: tuple[int, int] | None = None,
+        discovery_interval: float = 900.0,
+        auth_backoff_max: float = 1800.0,
         jitter: float | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`clock` gives the wall time polls are stamped with, `timer` measures their duration."""
+        """`clock` gives the wall time polls are stamped with, `timer` measures their duration
+        and the pauses after refused credentials."""
         self.accounts = {account.name: account for account in accounts}
         self.store = store
         self.interval = interval
         self.timeout = timeout
         self.shard = shard
+        self.discovery_interval = discovery_interval
+        self.auth_backoff_max = max(auth_backoff_max, interval)
         self.jitter = min(interval / 10, 5.0) if jitter is None else jitter
         self.clock = clock
         self.timer = timer
@@ -108,6 +131,7 @@ class Poller:
         self.scheduler.add_listener(self._on_missed_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._targets: dict[str, CompanyTarget] = {}
         self._last_failure: dict[CompanyTarget, str] = {}
+        self._paused: dict[str | CompanyTarget, Pause] = {}  # by account name, or by company
         self.first_poll_attempted = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
 
@@ -174,10 +198,20 @@ class Poller:
             log.warning("poll of company %r skipped: the previous poll is still running", target.label)
 
     async def _timed(
-        self, target: CompanyTarget, call: Callable[[], Awaitable[T]]
+        self, target: CompanyTarget, call: Callable[[], Awaitable[T]], *, record: bool = True
     ) -> tuple[T, float, float] | None:
         """Run one IPS call under the poll timeout: (result, wall time it started, duration);
-        on failure record it and return None."""
+        on failure record it (unless `record` is false) and return None. While the account or
+        company is paused after refused credentials, IPS is not called at all."""
+        pause = self._paused.get(target.account) or self._paused.get(target)
+        if pause is not None:
+            if pause.probing or self.timer() < pause.until:
+                if record:
+                    reason = Reason.AUTHENTICATION if target.account in self._paused else Reason.AUTHORIZATION
+                    self.store.record_failure(target, reason, f"not polled until {pause.next_attempt}: {pause.cause}",
+                                              at=self.clock(), duration=0.0)
+                return None
+            pause.probing = True
         started_wall, started = self.clock(), self.timer()
         bug: Exception | None = None
         try:
@@ -194,10 +228,41 @@ class Poller:
         except Exception as exc:  # a bug of ours must not stop the polling of this company
             reason, message, bug = Reason.INTERNAL, f"unexpected {type(exc).__name__}: a bug of the exporter", exc
         else:
+            self._resume(target)
             return result, started_wall, self.timer() - started
+        ended = self.timer()
+        if pause is not None:
+            pause.probing = False
         self._log_failure(target, reason, message, bug=bug)
-        self.store.record_failure(target, reason, message, at=started_wall, duration=self.timer() - started)
+        if reason in (Reason.AUTHENTICATION, Reason.AUTHORIZATION):
+            self._pause(target, reason, message, at=(started_wall, ended), probe=pause)
+        if record:
+            self.store.record_failure(target, reason, message, at=started_wall, duration=ended - started)
         return None
+
+    def _pause(self, target: CompanyTarget, reason: Reason, message: str, *, at: tuple[float, float],
+               probe: Pause | None) -> None:
+        """Stop calling IPS for the account (authentication) or the company (authorization):
+        the first pause lasts one interval, each refused probe doubles it up to the maximum.
+        `at` is the refused call's (wall-clock start, timer end)."""
+        key: str | CompanyTarget = target.account if reason is Reason.AUTHENTICATION else target
+        earlier = self._paused.get(key)
+        if earlier is not None and earlier is not probe:
+            return  # a call already under way when the pause began: the pause stands as it is
+        backoff = self.interval if earlier is None else min(2 * earlier.backoff, self.auth_backoff_max)
+        next_attempt = datetime.fromtimestamp(at[0] + backoff, UTC).isoformat(timespec="seconds")
+        self._paused[key] = Pause(backoff, at[1] + backoff, next_attempt, message)
+        who = f"account {target.account!r}" if isinstance(key, str) else f"company {target.label!r}"
+        log.warning("%s: IPS refused the %s (%s); no call for it until %s, then one attempt (pause %gs, "
+                    "doubling up to %gs)", who, "credentials" if isinstance(key, str) else "access", message,
+                    next_attempt, backoff, self.auth_backoff_max)
+
+    def _resume(self, target: CompanyTarget) -> None:
+        for key in (target.account, target):
+            if self._paused.pop(key, None) is not None:
+                who = f"account {target.account!r}" if isinstance(key, str) else f"company {target.label!r}"
+                log.info("%s: IPS accepts the %s again; polling resumes", who,
+                         "credentials" if isinstance(key, str) else "access")
 
     def _log_failure(
         self, target: CompanyTarget, reason: str, message: str, *, bug: Exception | None = None
@@ -228,10 +293,10 @@ class Poller:
             target, result.jobs, at=started_wall, duration=duration, invalid_records=result.invalid_records
         )
 
-    def _unique_across_accounts(self, targets: list[CompanyTarget]) -> list[CompanyTarget]:
+    def _unique_across_accounts(self, account: str, targets: list[CompanyTarget]) -> list[CompanyTarget]:
         """A company another account already polls is not polled twice; a label another
         account's company already has gets the handle added, so series never merge."""
-        others = [t for t in self._targets.values() if t.handle]
+        others = [t for t in self._targets.values() if t.handle and t.account != account]
         polled = {t.handle for t in others}
         labels = {t.label for t in others}
         unique = []
@@ -245,13 +310,21 @@ class Poller:
         return unique
 
     async def _discover(self, placeholder: CompanyTarget) -> None:
+        """The account's companies, the first time and every `discovery_interval` after: new
+        ones are polled from now on, gone ones stop being polled and their series go."""
         account = self.accounts[placeholder.account]
-        outcome = await self._timed(placeholder, account.client.get_company_memberships)
+        polled = {t for t in self._targets.values() if t.account == account.name and t.handle}
+        # A failed rediscovery leaves the companies polled as they are: it is logged, not shown
+        # as a company of its own.
+        outcome = await self._timed(placeholder, account.client.get_company_memberships, record=not polled)
         if outcome is None:
             return
         memberships, _, _ = outcome
         targets, unknown = choose_targets(account.name, memberships, account.companies, self.shard)
-        targets = self._unique_across_accounts(targets)
+        targets = self._unique_across_accounts(account.name, targets)
+        self._log_success(placeholder)
+        if polled and set(targets) == polled:
+            return
         for entry in unknown:
             log.error(
                 "account %r: company %r is not among the user's companies; check the handle or name",
@@ -261,9 +334,13 @@ class Poller:
             "account %r: polling %d companies: %s",
             account.name, len(targets), ", ".join(t.label for t in targets) or "none",
         )
-        self._log_success(placeholder)
-        self.scheduler.remove_job(self._job_id(placeholder))
-        self._targets.pop(self._job_id(placeholder), None)
+        for gone in polled - set(targets):
+            self.scheduler.remove_job(self._job_id(gone))
+            self._targets.pop(self._job_id(gone), None)
         self.store.record_discovered(placeholder, targets)
         for target in targets:
-            self._schedule(target, self._poll_company)
+            if target not in polled:
+                self._schedule(target, self._poll_company)
+        if not polled:
+            self.scheduler.reschedule_job(self._job_id(placeholder), trigger="interval",
+                                          seconds=self.discovery_interval)

@@ -30,7 +30,7 @@ from servers import (
     settings_for,
     simulated,
 )
-from support import Samples, parse_samples, value
+from support import Samples, by_label, family, parse_samples, value
 
 from exporter.client import IpsClient
 from exporter.config import AccountConfig, ConfigError
@@ -210,19 +210,34 @@ async def test_http_errors_are_retried_within_the_deadline(plan):
         assert sim.faults.injected > polled, "no request was retried"
 
 
-async def test_authentication_fault_logs_once_and_never_retries(caplog):
-    caplog.set_level(logging.DEBUG, logger="exporter")
-    async with simulated(companies=1) as sim, exporting(settings_for(sim.url)) as exporter:
-        await eventually(all_up, exporter)
-        sim.faults.set(kind="authentication")
-        samples = await eventually(lambda s: errors(s, "authentication") >= 4, exporter)
-        assert sim.faults.injected <= errors(samples, "authentication") + 1  # one request per poll
-        sim.faults.clear()
-        await eventually(all_up, exporter)
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "authentication" in r.getMessage()]
-    assert len(warnings) == 1, [r.getMessage() for r in warnings]
-    assert "10001" in warnings[0].getMessage()
-    assert any("recovered" in r.getMessage() for r in caplog.records)
+async def test_refused_credentials_pause_the_whole_account_instead_of_locking_it_out(caplog):
+    caplog.set_level(logging.INFO, logger="exporter")
+    async with simulated(companies=20, jobs=20) as sim:
+        settings = settings_for(sim.url, interval=1.0, timeout=0.8)
+        settings = settings.model_copy(update={"poll": settings.poll.model_copy(update={"auth_backoff_max": 2.0})})
+        async with exporting(settings) as exporter:
+            await eventually(lambda s: all_up(s) and len(by_company(s, "scene7_up")) == 20, exporter)
+            sim.faults.set(kind="authentication")
+            # 20 companies polled every second would send IPS 120 refused logins in 6 s; paused,
+            # the account sends what was under way when IPS first refused, then one probe after
+            # 1, 2, 2 ... s (a probe that times out says nothing and is tried again).
+            def refused(samples: Samples) -> dict[str, float]:
+                return {dict(labels)["company"]: v for labels, v in family(samples, "scene7_poll_errors_total").items()
+                        if dict(labels)["reason"] == "authentication"}
+
+            await eventually(lambda s: all_down(s) and len(refused(s)) == 20 and all(refused(s).values()), exporter)
+            await asyncio.sleep(6)
+            assert sim.faults.injected <= 30, sim.faults.injected
+            samples = await scrape(exporter)
+            assert all_down(samples)
+            reasons = by_label(samples, "scene7_poll_errors_total", "reason")
+            assert {reason for reason, count in reasons.items() if count} == {"authentication"}
+            sim.faults.clear()
+            await eventually(all_up, exporter)
+    lines = caplog.messages
+    pauses = [line for line in lines if line.startswith("account 'test': IPS refused the credentials")]
+    assert 3 <= len(pauses) <= 7, pauses  # one line per pause, with the time of the next attempt
+    assert "account 'test': IPS accepts the credentials again; polling resumes" in lines
 
 
 async def test_authorization_fault_on_one_company_leaves_the_others_up():

@@ -6,6 +6,8 @@ call and reads what the store recorded.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -91,7 +93,8 @@ async def test_discovery_replaces_the_account_placeholder_by_its_companies():
         await poller._discover(placeholder)
         assert [c.target for c in store.state.companies] == [
             CompanyTarget("main", "c|1", "Acme"), CompanyTarget("main", "c|2", "Bits")]
-        assert sorted(j.id for j in poller.scheduler.get_jobs()) == ["main\x00c|1", "main\x00c|2"]
+        # The discovery itself stays scheduled, to run again every discovery interval.
+        assert sorted(j.id for j in poller.scheduler.get_jobs()) == ["main\x00", "main\x00c|1", "main\x00c|2"]
     finally:
         await poller.stop()
 
@@ -145,18 +148,17 @@ async def test_a_bug_of_ours_is_internal_with_its_traceback_logged_once(caplog):
 
 async def test_failures_are_logged_once_per_change_and_recovery_once(caplog):
     caplog.set_level(logging.DEBUG, logger="exporter.poller")
-    fault = AuthenticationFault(10001, "Invalid credentials")
+    fault = ApiFault(30000, "Internal error")
     poller, _ = make_poller(fault, fault, fault, ActiveJobsResult(()))
     for _ in range(4):
         await poller._poll_company(TARGET)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert lines == [
-        "poll of company 'Acme' failed: authentication: authenticationFault 10001: Invalid credentials",
+        "poll of company 'Acme' failed: api_fault: ipsApiFault 30000: Internal error",
         "poll of company 'Acme' recovered",
     ]
     again = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
-    assert again == ["poll of company 'Acme' failed again: authentication: authenticationFault 10001: "
-                     "Invalid credentials"] * 2
+    assert again == ["poll of company 'Acme' failed again: api_fault: ipsApiFault 30000: Internal error"] * 2
 
 
 async def test_a_run_the_scheduler_could_not_start_is_counted_as_skipped():
@@ -232,3 +234,145 @@ def test_the_guard_is_off_at_0_and_trips_above_its_limit(max_series, tripped):
     store = Store(max_age=180.0, guard=SeriesGuard(max_series, per_job=1, per_task=0))
     store.record_success(TARGET, (job("a"), job("b")), at=START, duration=1)
     assert store.state.per_job_series is not tripped
+
+
+# -- refused credentials: pause, probe, back off; rediscovery ------------------------------------
+
+
+class Timer:
+    """A monotonic timer the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingClient(FakeClient):
+    """A FakeClient that counts the calls that reached IPS."""
+
+    def __init__(self, answers: Iterator[object], memberships: list[CompanyMembership] | None = None) -> None:
+        super().__init__(answers, memberships)
+        self.calls = 0
+        self.membership_error: BaseException | None = None
+
+    async def get_company_memberships(self) -> list[CompanyMembership]:
+        self.calls += 1
+        if self.membership_error is not None:
+            raise self.membership_error
+        return await super().get_company_memberships()
+
+    async def get_active_jobs(self, company_handle: str, *, keep_items: bool = True) -> ActiveJobsResult:
+        self.calls += 1
+        await asyncio.sleep(0)  # an answer takes a turn of the loop: polls of two companies overlap
+        return await super().get_active_jobs(company_handle, keep_items=keep_items)
+
+
+def paused_poller(answers: Iterator[object], memberships: list[CompanyMembership] | None = None,
+                  ) -> tuple[Poller, Store, CountingClient, Timer]:
+    store, timer = Store(max_age=180.0), Timer()
+    client = CountingClient(answers, memberships)
+    poller = Poller([Account("main", client)], store, interval=60, timeout=20, auth_backoff_max=300,  # type: ignore[arg-type]
+                    clock=lambda: START + timer.now - 1000, timer=timer)
+    return poller, store, client, timer
+
+
+REFUSED = AuthenticationFault(10001, "Invalid credentials")
+OTHER = CompanyTarget("main", "c|2", "Bits")
+
+
+async def test_refused_credentials_pause_the_account_with_one_probe_per_doubling_backoff(caplog):
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    poller, store, client, timer = paused_poller(itertools.repeat(REFUSED))
+    await poller._poll_company(TARGET)
+    assert client.calls == 1
+    # Every company of the account now waits, without a call, and says why.
+    for target in (TARGET, OTHER, TARGET):
+        await poller._poll_company(target)
+    assert client.calls == 1
+    other = store.state.company(OTHER)
+    assert other is not None and not other.up and dict(other.errors_total) == {Reason.AUTHENTICATION: 1}
+    assert other.last_error == ("authentication: not polled until 2027-01-15T08:01:00+00:00: "
+                                "authenticationFault 10001: Invalid credentials")
+    probes = []
+    for pause in (60, 120, 240, 300, 300):  # doubling from the interval, up to auth_backoff_max
+        timer.now += pause - 1
+        await poller._poll_company(OTHER)
+        assert client.calls == 1 + len(probes), "a call before the pause ended"
+        timer.now += 1
+        await poller._poll_company(OTHER)
+        probes.append(client.calls)
+    assert probes == [2, 3, 4, 5, 6]
+    pauses = [r.getMessage() for r in caplog.records if "IPS refused" in r.getMessage()]
+    assert len(pauses) == 6 and pauses[0] == (
+        "account 'main': IPS refused the credentials (authenticationFault 10001: Invalid credentials); no call "
+        "for it until 2027-01-15T08:01:00+00:00, then one attempt (pause 60s, doubling up to 300s)")
+    assert [line.split("(pause ")[1].split("s,")[0] for line in pauses] == ["60", "120", "240", "300", "300", "300"]
+
+
+async def test_a_probe_that_passes_ends_the_pause_and_calls_under_way_do_not_extend_it(caplog):
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    poller, store, client, timer = paused_poller(iter([REFUSED, REFUSED, IpsTimeout("slow"),
+                                                       ActiveJobsResult((job("a"),)), ActiveJobsResult(())]))
+    # Two polls under way at once, both refused: the second refusal does not extend the pause.
+    await asyncio.gather(poller._poll_company(TARGET), poller._poll_company(OTHER))
+    assert client.calls == 2
+    timer.now += 60
+    await poller._poll_company(TARGET)  # the probe: 60 s, not 120 s, after the first refusal
+    assert client.calls == 3
+    # The probe timed out: that says nothing of the credentials, the next poll probes again.
+    await poller._poll_company(TARGET)
+    assert client.calls == 4
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None and snapshot.up and [j.name for j in snapshot.jobs] == ["a"]
+    await poller._poll_company(OTHER)  # the account polls as before
+    assert client.calls == 5
+    assert caplog.records[-1].getMessage() == "poll of company 'Bits' recovered"
+    assert "account 'main': IPS accepts the credentials again; polling resumes" in caplog.messages
+
+
+async def test_a_refused_company_pauses_alone():
+    refused = AuthorizationFault(20000, "Invalid company")
+    poller, store, client, timer = paused_poller(iter([refused, ActiveJobsResult(()), ActiveJobsResult(())]))
+    await poller._poll_company(OTHER)
+    await poller._poll_company(OTHER)
+    await poller._poll_company(TARGET)
+    assert client.calls == 2  # the refused company waits; the others are polled
+    other = store.state.company(OTHER)
+    assert other is not None and dict(other.errors_total) == {Reason.AUTHORIZATION: 2}
+    timer.now += 60
+    await poller._poll_company(OTHER)
+    assert client.calls == 3 and store.state.company(OTHER).up  # type: ignore[union-attr]
+
+
+async def test_rediscovery_follows_companies_added_and_removed_and_a_failed_one_changes_nothing(caplog):
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    poller, store, client, _ = paused_poller(itertools.repeat(ActiveJobsResult(())),
+                                             [membership("c|1", "Acme"), membership("c|2", "Bits")])
+    poller.start()
+    try:
+        placeholder = CompanyTarget("main", "", "main")
+        await poller._discover(placeholder)
+        await poller._poll_company(TARGET)
+        kept = store.state.company(TARGET)
+        discovery = poller.scheduler.get_job("main\x00")
+        assert discovery is not None and discovery.trigger.interval.total_seconds() == 900
+
+        client.memberships = [membership("c|1", "Acme"), membership("c|3", "Cogs")]
+        await poller._discover(placeholder)
+        assert [c.target.handle for c in store.state.companies] == ["c|1", "c|3"]
+        assert store.state.company(TARGET) is kept
+        assert sorted(j.id for j in poller.scheduler.get_jobs()) == ["main\x00", "main\x00c|1", "main\x00c|3"]
+        assert caplog.messages[-1] == "account 'main': polling 2 companies: Acme, Cogs"
+
+        client.membership_error = IpsConnectionError("refused")
+        await poller._discover(placeholder)
+        assert [c.target.handle for c in store.state.companies] == ["c|1", "c|3"]  # no placeholder shown
+        assert caplog.messages[-1] == "poll of company 'main' failed: connection: refused"
+        client.membership_error = None
+        lines = len(caplog.messages)
+        await poller._discover(placeholder)  # nothing changed: nothing said but the recovery
+        assert caplog.messages[lines:] == ["poll of company 'main' recovered"]
+    finally:
+        await poller.stop()
