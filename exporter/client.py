@@ -13,7 +13,7 @@ import logging
 import random
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import httpx
@@ -26,6 +26,7 @@ from exporter.errors import (
     IpsTimeout,
     MalformedResponse,
     OversizedResponse,
+    tame,
 )
 from exporter.models import CompanyMembership
 from exporter.parse import ActiveJobsResult, ResponseReader, check_job_array, companies_from_membership
@@ -99,6 +100,15 @@ class IpsClient:
     def __repr__(self) -> str:
         return f"IpsClient(endpoint={self.endpoint!r}, user={self._auth.user!r})"
 
+    @property
+    def password(self) -> str:
+        """The password sent: what IPS text is cleaned of before it is logged or shown."""
+        return self._auth.password
+
+    @password.setter
+    def password(self, password: str) -> None:  # a rotated secret, read again
+        self._auth = replace(self._auth, password=password)
+
     async def get_company_memberships(self) -> list[CompanyMembership]:
         """The companies the calling user belongs to (getCompanyMembership)."""
         reader = await self._call("getCompanyMembership", {})
@@ -148,7 +158,8 @@ class IpsClient:
             delay = self.retry.backoff(attempt)
             if loop.time() + delay >= deadline:
                 raise error
-            log.debug("%s attempt %d failed (%s), retrying in %.2fs", operation, attempt + 1, error, delay)
+            log.debug("%s attempt %d failed (%s), retrying in %.2fs", operation, attempt + 1,
+                      tame(str(error), (self.password,)), delay)
             await asyncio.sleep(delay)
             if loop.time() >= deadline:  # the sleep overshot (a busy loop): report what kept failing
                 raise error

@@ -3,13 +3,33 @@
 `Reason` is the `reason` label of `scene7_poll_errors_total`: every value is exported for every
 company (0 included), the dashboards and README list the same values. Each error class carries
 its reason and whether asking again may help (`retryable`, the client's only retry rule).
-Messages carry the fault code and IPS's reason text, never a credential.
+Messages carry the fault code and IPS's reason text, never a credential: IPS text is untrusted
+and may echo the request, so `tame()` masks the password in it and bounds it before it is
+logged or stored.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import ClassVar
+
+MAX_TEXT = 512  # characters of IPS-derived text kept for a log line, a page or the store
+_PASSWORD_ELEMENT = re.compile(r"(<(?:[\w.-]+:)?password\b[^>]*>).*?(</(?:[\w.-]+:)?password\s*>)", re.I | re.S)
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def tame(text: str, secrets: Iterable[str] = ()) -> str:
+    """IPS-derived `text` fit for a log line or a page: every `<password>` element and every
+    secret masked, on one line (control characters shown as `?`), at most MAX_TEXT characters."""
+    text = _PASSWORD_ELEMENT.sub(r"\1***\2", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _CONTROL.sub("?", _LINE_BREAKS.sub(" ", text).strip())
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
 class Reason(StrEnum):

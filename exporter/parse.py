@@ -8,7 +8,6 @@ namespace and local name, whatever the prefixes, for every IPS API version and S
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,6 @@ from exporter.soap import (
 )
 from exporter.versions import is_ips_namespace
 
-log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ActiveJobsResult:
@@ -38,6 +36,7 @@ class ActiveJobsResult:
 
     jobs: tuple[ActiveJob, ...]
     invalid_records: int = 0
+    first_invalid: str = ""  # why the first invalid record was left out (IPS text: untrusted)
 
 
 class ResponseReader:
@@ -55,6 +54,7 @@ class ResponseReader:
         self._parser = hardened_pull_parser(tag="{*}items")
         self._jobs: list[ActiveJob] = []
         self._invalid = 0
+        self._first_invalid = ""
         self._closed = False
 
     def feed(self, data: bytes) -> None:
@@ -78,7 +78,7 @@ class ResponseReader:
 
     def result(self) -> ActiveJobsResult:
         """The jobs read so far, once `close()` accepted the document."""
-        return ActiveJobsResult(tuple(self._jobs), self._invalid)
+        return ActiveJobsResult(tuple(self._jobs), self._invalid, self._first_invalid)
 
     def _drain(self) -> None:
         for _event, element in self._parser.read_events():
@@ -101,10 +101,12 @@ class ResponseReader:
         try:
             job = ActiveJob.model_validate(job_record(element, self.keep_items))
         except ValidationError as exc:
+            # Counted, and the first one kept for the poller's one line: a hostile answer of a
+            # million bad records must not become a million log lines.
             self._invalid += 1
-            name = child_text(element, "name")
-            fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
-            log.warning("skipping invalid job record %r: bad %s", name, fields)
+            if self._invalid == 1:
+                fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+                self._first_invalid = f"job {child_text(element, 'name')!r}: bad {fields}"
             return
         self._jobs.append(job)
 

@@ -30,7 +30,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExe
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.client import IpsClient
-from exporter.errors import IpsError, Reason
+from exporter.errors import IpsError, Reason, tame
 from exporter.models import CompanyMembership
 from exporter.snapshot import CompanyTarget, Store
 
@@ -219,8 +219,8 @@ class Poller:
             # backstop only, for a poll stuck anywhere else.
             async with asyncio.timeout(self.timeout + BACKSTOP_SECONDS):
                 result = await call()
-        except IpsError as exc:
-            reason, message = exc.reason, str(exc)
+        except IpsError as exc:  # IPS text: may echo the request, and is of any length
+            reason, message = exc.reason, tame(str(exc), (self.accounts[target.account].client.password,))
         except TimeoutError:
             reason, message = Reason.TIMEOUT, f"no answer within the poll timeout of {self.timeout:g}s"
         except asyncio.CancelledError:
@@ -289,6 +289,9 @@ class Poller:
             return
         result, started_wall, duration = outcome
         self._log_success(target)
+        if result.invalid_records:
+            log.warning("company %r: %d invalid job records left out; the first: %s", target.label,
+                        result.invalid_records, tame(result.first_invalid, (client.password,)))
         self.store.record_success(
             target, result.jobs, at=started_wall, duration=duration, invalid_records=result.invalid_records
         )

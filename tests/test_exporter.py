@@ -392,6 +392,13 @@ async def test_the_password_never_appears_on_any_page(caplog):
             sim.faults.set(kind="authentication")
             await eventually(lambda s: errors(s, "authentication") >= 1, exporter)
             pages = [(await get(exporter, path)).text for path in ("/", "/metrics", "/healthz", "/readyz")]
+            await exporter.reload(settings)  # ends the pause the refusal began
+            # IPS echoing the request in a fault: the password is masked wherever the text goes.
+            sim.faults.set(kind="api", reason=f"Invalid request XML: <password>{secret}</password> ({secret})")
+            await eventually(lambda s: errors(s, "api_fault") >= 1, exporter)
+            landing = (await get(exporter, "/")).text
+            pages.append(landing)
+    assert "Invalid request XML: &lt;password&gt;***&lt;/password&gt; (***)" in landing
     assert not any(secret in text for text in [*pages, caplog.text, repr(settings)])
 
 

@@ -117,12 +117,14 @@ def test_empty_job_array(empty):
     assert read_jobs(ENVELOPE.format(empty).encode()).result().jobs == ()
 
 
-def test_bad_record_is_skipped_and_counted(caplog):
-    body = "<jobArray>" + job_xml("good1") + job_xml("bad", pending="many") + job_xml("good2") + "</jobArray>"
+def test_bad_records_are_skipped_counted_and_the_first_one_told_without_a_log_line_each(caplog):
+    body = ("<jobArray>" + job_xml("good1") + job_xml("bad", pending="many") + job_xml("good2")
+            + job_xml("worse", pending="1.5") * 3 + "</jobArray>")
     result = read_jobs(ENVELOPE.format(body).encode()).result()
     assert [job.name for job in result.jobs] == ["good1", "good2"]
-    assert result.invalid_records == 1
-    assert "bad" in caplog.text and "numPending" in caplog.text
+    assert result.invalid_records == 4
+    assert result.first_invalid == "job 'bad': bad taskProgressArray.0.numPending"
+    assert caplog.records == []  # the poller says it once per poll
 
 
 def test_unknown_state_is_kept_raw_and_exported_as_unknown():

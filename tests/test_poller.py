@@ -49,6 +49,8 @@ class SteppedClock:
 class FakeClient:
     """Answers from a script: each call takes the next entry (an exception is raised)."""
 
+    password = "Pa55-w0rd"
+
     def __init__(self, answers: Iterator[object], memberships: list[CompanyMembership] | None = None) -> None:
         self.answers = answers
         self.memberships = memberships or []
@@ -376,3 +378,29 @@ async def test_rediscovery_follows_companies_added_and_removed_and_a_failed_one_
         assert caplog.messages[lines:] == ["poll of company 'main' recovered"]
     finally:
         await poller.stop()
+
+
+# -- IPS text is untrusted ------------------------------------------------------------------------
+
+
+async def test_a_fault_that_echoes_the_password_is_masked_and_cut_before_log_and_store(caplog):
+    echo = ApiFault(30003, "Invalid request XML: <authHeader><user>u</user><password>Pa55-w0rd</password>"
+                           "</authHeader> (password Pa55-w0rd)" + " padding" * 100)
+    poller, store = make_poller(echo)
+    await poller._poll_company(TARGET)
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None and snapshot.last_error is not None
+    assert snapshot.last_error.startswith("api_fault: ipsApiFault 30003: Invalid request XML: <authHeader><user>u"
+                                          "</user><password>***</password></authHeader> (password ***) padding")
+    assert len(snapshot.last_error) == len("api_fault: ") + 512 and snapshot.last_error.endswith("…")
+    assert "Pa55-w0rd" not in caplog.text and "<password>***</password>" in caplog.text
+
+
+async def test_invalid_records_are_one_line_per_poll_not_one_per_record(caplog):
+    caplog.set_level(logging.INFO, logger="exporter")
+    first = "job 'Pa55-w0rd\nforged line': bad taskProgressArray.0.numPending"
+    poller, store = make_poller(ActiveJobsResult((job("a"),), invalid_records=375_000, first_invalid=first))
+    await poller._poll_company(TARGET)
+    assert caplog.messages == ["company 'Acme': 375000 invalid job records left out; the first: "
+                               "job '*** forged line': bad taskProgressArray.0.numPending"]
+    assert store.state.company(TARGET).invalid_records_total == 375_000  # type: ignore[union-attr]
