@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 
 from exporter.client import IpsClient, RetryPolicy
 from exporter.config import AccountConfig, ConfigError, Settings, parse_shard, split_listen_address
@@ -112,7 +113,23 @@ def make_accounts(settings: Settings) -> list[Account]:
     """One client per account; `ConfigError`, before any client opens, if a password is unreadable."""
     for account in settings.accounts:
         account.resolve_password(single_account=len(settings.accounts) == 1)
-    return [Account(a.name, make_client(a, settings), tuple(a.companies)) for a in settings.accounts]
+    return [Account(a.name, make_client(a, settings), tuple(a.companies), password_reader(a))
+            for a in settings.accounts]
+
+
+def password_reader(account: AccountConfig) -> Callable[[], str | None] | None:
+    """Reads the account's password file again (a rotated Docker or Kubernetes secret): None
+    while it cannot be read, as when the secret is being swapped."""
+    if account.password_file is None:
+        return None
+
+    def read() -> str | None:
+        try:
+            return account.resolve_password(single_account=False)
+        except ConfigError:
+            return None
+
+    return read
 
 
 def make_poller(settings: Settings, accounts: list[Account], store: Store) -> Poller:

@@ -41,11 +41,14 @@ BACKSTOP_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Account:
-    """A configured account with its client and the companies asked for (empty: all)."""
+    """A configured account with its client and the companies asked for (empty: all).
+    `password` reads the password again before each call (a password file that a rotated
+    secret replaces); None where it cannot change or cannot be read just now."""
 
     name: str
     client: IpsClient
     companies: tuple[str, ...] = ()
+    password: Callable[[], str | None] | None = None
 
 
 @dataclass
@@ -203,6 +206,7 @@ class Poller:
         """Run one IPS call under the poll timeout: (result, wall time it started, duration);
         on failure record it (unless `record` is false) and return None. While the account or
         company is paused after refused credentials, IPS is not called at all."""
+        self._read_password(self.accounts[target.account])
         pause = self._paused.get(target.account) or self._paused.get(target)
         if pause is not None:
             if pause.probing or self.timer() < pause.until:
@@ -234,6 +238,8 @@ class Poller:
         if pause is not None:
             pause.probing = False
         self._log_failure(target, reason, message, bug=bug)
+        if reason is Reason.AUTHORIZATION:  # the credentials were accepted, the company refused
+            self._end_pause(target.account, f"account {target.account!r}", "credentials")
         if reason in (Reason.AUTHENTICATION, Reason.AUTHORIZATION):
             self._pause(target, reason, message, at=(started_wall, ended), probe=pause)
         if record:
@@ -257,12 +263,26 @@ class Poller:
                     "doubling up to %gs)", who, "credentials" if isinstance(key, str) else "access", message,
                     next_attempt, backoff, self.auth_backoff_max)
 
+    def _read_password(self, account: Account) -> None:
+        """A new password is used from the next call on, and ends the account's pauses."""
+        password = account.password() if account.password is not None else None
+        if password is None or password == account.client.password:
+            return
+        account.client.password = password
+        paused = [key for key in self._paused
+                  if key == account.name or (isinstance(key, CompanyTarget) and key.account == account.name)]
+        for key in paused:
+            del self._paused[key]
+        log.info("account %r: the password changed; it is used from now on%s", account.name,
+                 ", and the pause after refused credentials ends" if paused else "")
+
     def _resume(self, target: CompanyTarget) -> None:
-        for key in (target.account, target):
-            if self._paused.pop(key, None) is not None:
-                who = f"account {target.account!r}" if isinstance(key, str) else f"company {target.label!r}"
-                log.info("%s: IPS accepts the %s again; polling resumes", who,
-                         "credentials" if isinstance(key, str) else "access")
+        self._end_pause(target.account, f"account {target.account!r}", "credentials")
+        self._end_pause(target, f"company {target.label!r}", "access")
+
+    def _end_pause(self, key: str | CompanyTarget, who: str, what: str) -> None:
+        if self._paused.pop(key, None) is not None:
+            log.info("%s: IPS accepts the %s again; polling resumes", who, what)
 
     def _log_failure(
         self, target: CompanyTarget, reason: str, message: str, *, bug: Exception | None = None

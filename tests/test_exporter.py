@@ -240,6 +240,25 @@ async def test_refused_credentials_pause_the_whole_account_instead_of_locking_it
     assert "account 'test': IPS accepts the credentials again; polling resumes" in lines
 
 
+async def test_a_rotated_password_file_is_read_again_and_ends_the_pause(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="exporter")
+    secret = tmp_path / "ips_password"
+    secret.write_text("wrong\n")
+    async with simulated() as sim:
+        settings = settings_for(sim.url, interval=1.0, timeout=0.8)
+        account = settings.accounts[0].model_copy(update={"password": None, "password_file": secret})
+        settings = settings.model_copy(update={"accounts": [account], "poll": settings.poll.model_copy(
+            update={"auth_backoff_max": 3600.0})})
+        async with exporting(settings) as exporter:
+            await eventually(lambda s: errors(s, "authentication") >= 2, exporter)  # paused for 1 s, then 2 s ...
+            secret.write_text("demo\n")  # the secret is rotated: no restart, no waiting for the backoff
+            samples = await eventually(all_up, exporter)
+            assert len(by_company(samples, "scene7_up")) == len(sim.world.companies)
+    assert ("account 'test': the password changed; it is used from now on, and the pause after refused "
+            "credentials ends") in caplog.messages
+    assert "demo" not in caplog.text.replace("demo@example.com", "")
+
+
 async def test_authorization_fault_on_one_company_leaves_the_others_up():
     async with simulated() as sim, exporting(settings_for(sim.url)) as exporter:
         await eventually(all_up, exporter)

@@ -404,3 +404,27 @@ async def test_invalid_records_are_one_line_per_poll_not_one_per_record(caplog):
     assert caplog.messages == ["company 'Acme': 375000 invalid job records left out; the first: "
                                "job '*** forged line': bad taskProgressArray.0.numPending"]
     assert store.state.company(TARGET).invalid_records_total == 375_000  # type: ignore[union-attr]
+
+
+async def test_a_new_password_is_used_at_once_and_ends_the_pause(caplog):
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    secret = ["Pa55-w0rd"]
+    store, timer = Store(max_age=180.0), Timer()
+    client = CountingClient(iter([REFUSED, AuthorizationFault(20000, "Invalid company"), ActiveJobsResult(()),
+                                  ActiveJobsResult(())]))
+    poller = Poller([Account("main", client, password=lambda: secret[0])], store,  # type: ignore[arg-type]
+                    interval=60, timeout=20, clock=lambda: START, timer=timer)
+    await poller._poll_company(TARGET)
+    await poller._poll_company(OTHER)
+    assert client.calls == 1  # paused
+    timer.now += 60
+    await poller._poll_company(OTHER)  # the probe: this company alone is refused now
+    await poller._poll_company(OTHER)
+    assert client.calls == 2
+    secret[0] = "N3w-Pa55"  # the secret was rotated
+    await poller._poll_company(TARGET)
+    await poller._poll_company(OTHER)
+    assert client.calls == 4 and client.password == "N3w-Pa55"
+    assert all(store.state.company(t).up for t in (TARGET, OTHER))  # type: ignore[union-attr]
+    assert "account 'main': the password changed; it is used from now on, and the pause after refused " \
+           "credentials ends" in caplog.messages
