@@ -271,7 +271,8 @@ _SECRET_FIELDS = ("password",)
 def describe_errors(exc: ValidationError, secret_fields: tuple[str, ...] = _SECRET_FIELDS) -> list[str]:
     """One line per problem: the field's path, what is wrong, and what to do.
 
-    Values at paths containing one of `secret_fields` are never shown.
+    Values at paths containing one of `secret_fields` are never shown, nor sections or a whole
+    file (which may be a secret file given by mistake).
     """
     lines = []
     for error in exc.errors():
@@ -282,8 +283,10 @@ def describe_errors(exc: ValidationError, secret_fields: tuple[str, ...] = _SECR
             fix = f"add it to the config file (or set {env})"
         elif error["type"] == "extra_forbidden":
             fix = "remove it or fix its spelling; see the configuration reference in README.md"
-        elif any(secret in path for secret in secret_fields) or isinstance(error.get("input"), dict | list):
-            fix = "check the value"  # never echo a secret, or a section that may hold one
+        elif not error["loc"] or any(secret in path for secret in secret_fields) or isinstance(
+            error.get("input"), dict | list
+        ):
+            fix = "check the value"  # never echo a secret, a section that may hold one, or a whole file
         else:
             fix = f"got {error.get('input')!r}"
         lines.append(f"{path}: {message} ({fix})")

@@ -475,6 +475,18 @@ def test_secrets_are_not_echoed(pki: Pki, text: str) -> None:
     assert "53732" not in str(caught.value)
 
 
+@pytest.mark.parametrize("content", ["53732\n", "s3cr3t\n", "alice:$2y$10$s3cr3t\n"])
+def test_a_file_that_is_not_a_mapping_is_not_echoed(tmp_path: Path, content: str) -> None:
+    # e.g. the password file or an htpasswd file given as --web.config.file by mistake
+    path = write_config(tmp_path, content, "ips_password")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.problems == [
+        f"web config file {path}: config: Input should be a valid dictionary or instance of WebConfigFile "
+        "(check the value)"
+    ]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--web\.config\.file: cannot read .*absent\.yml"):
         load_web_config(tmp_path / "absent.yml")
