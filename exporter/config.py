@@ -29,6 +29,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -237,15 +238,20 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return FileSettings(**_nest(overrides))
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
+    except SettingsError as exc:  # an environment variable that is not JSON where JSON is needed
+        raise ConfigError([str(exc)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{config_file}: not valid YAML{yaml_position(exc)}"]) from None
-    except (ValueError, OSError) as exc:  # unreadable files
-        raise ConfigError([f"{config_file}: {exc}"]) from None
+    except (TypeError, ValueError):  # YAML, but a scalar or a list
+        raise ConfigError(
+            [f"{config_file}: not a mapping of settings; see the configuration reference in README.md"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"{config_file}: cannot read it ({exc.strerror or exc})"]) from None
 
 
 def yaml_position(exc: yaml.YAMLError) -> str:
-    """Where a YAML file is broken. Only the position: PyYAML's own message quotes the line,
-    which may hold a secret."""
+    """Where a YAML error is, without PyYAML's message, which may quote a line holding a secret."""
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         return f" ({exc.problem}, line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})"
     return ""
@@ -278,9 +284,8 @@ def describe_errors(exc: ValidationError, secret_fields: tuple[str, ...] = _SECR
     for error in exc.errors():
         path = ".".join(str(part) for part in error["loc"]) or "config"
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "missing":
-            env = ENV_PREFIX + "__".join(str(p).upper() for p in error["loc"] if not isinstance(p, int))
-            fix = f"add it to the config file (or set {env})"
+        if error["type"] == "missing":  # only accounts[].user is required: no environment variable sets it
+            fix = "add it to the config file"
         elif error["type"] == "extra_forbidden":
             fix = "remove it or fix its spelling; see the configuration reference in README.md"
         elif not error["loc"] or any(secret in path for secret in secret_fields) or isinstance(
