@@ -415,7 +415,10 @@ def _san_checking_sslobject(allowed: frozenset[str]) -> type[ssl.SSLObject]:
         def do_handshake(self) -> None:
             super().do_handshake()
             if not _has_allowed_san(self.getpeercert(), allowed):
-                raise ssl.SSLCertVerificationError("client certificate has none of the client_allowed_sans")
+                # With an error number, as OpenSSL's own errors: str() is then the message, not a tuple.
+                raise ssl.SSLCertVerificationError(
+                    ssl.SSL_ERROR_SSL, "client certificate has none of the client_allowed_sans"
+                )
 
     return SanCheckingSSLObject
 

@@ -10,6 +10,7 @@ import base64
 import datetime
 import ipaddress
 import logging
+import re
 import ssl
 import subprocess
 import sys
@@ -27,7 +28,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exporter.config import ConfigError
 from exporter.httpserver import HttpServer, Request, Response
-from exporter.webconfig import BasicAuth, WebConfig, load_web_config
+from exporter.webconfig import (
+    BasicAuth,
+    TlsServerConfig,
+    WebConfig,
+    _has_allowed_san,
+    _normalise_san,
+    load_web_config,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -296,6 +304,7 @@ async def test_cipher_suites_in_go_names(pki: Pki, serve: list[HttpServer]) -> N
                 pki,
                 "  max_version: TLS12\n  cipher_suites:\n"
                 "    - TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\n"
+                "    - TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305\n"
                 "  curve_preferences: [X25519, CurveP256]\n"
                 "  prefer_server_cipher_suites: true\n",
             ),
@@ -306,9 +315,10 @@ async def test_cipher_suites_in_go_names(pki: Pki, serve: list[HttpServer]) -> N
     async with httpx.AsyncClient(verify=client_context(pki), timeout=5) as client:
         response = await client.get(url + "/")
         stream = response.extensions["network_stream"]
-        cipher = stream.get_extra_info("ssl_object").cipher()
+        ssl_object = stream.get_extra_info("ssl_object")
     assert response.status_code == 200
-    assert cipher[0] == "ECDHE-ECDSA-AES256-GCM-SHA384"
+    assert ssl_object.cipher()[0] == "ECDHE-ECDSA-AES256-GCM-SHA384"
+    assert ssl_object.selected_alpn_protocol() == "http/1.1"
 
 
 # -- mutual TLS --------------------------------------------------------------------------
@@ -339,13 +349,16 @@ async def test_verify_client_cert_if_given(pki: Pki, serve: list[HttpServer]) ->
         await fetch(url + "/", client_context(pki, pki.stranger_cert, pki.stranger_key))
 
 
-async def test_client_allowed_sans(pki: Pki, serve: list[HttpServer]) -> None:
+async def test_client_allowed_sans(pki: Pki, serve: list[HttpServer], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="exporter.httpserver")
     text = mtls_config(pki, "RequireAndVerifyClientCert", "  client_allowed_sans: [scraper.example, 10.0.0.1]\n")
     url = await start(serve, load_web_config(write_config(pki.directory, text, "sans.yml")))
     good = client_context(pki, pki.client_cert, pki.client_key)
     assert (await fetch(url + "/", good)).status_code == 200
     with pytest.raises(httpx.TransportError):
         await fetch(url + "/", client_context(pki, pki.other_client_cert, pki.other_client_key))
+    assert any(r.getMessage().endswith(" failed: client certificate has none of the client_allowed_sans")
+               for r in caplog.records), caplog.text
     # The server keeps serving after refusing a certificate.
     assert (await fetch(url + "/", good)).status_code == 200
 
@@ -455,6 +468,117 @@ def test_no_cipher_suite_available(pki: Pki, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ConfigError, match="tls_server_config: none of the cipher_suites is available here"):
         load_web_config(path)
 
+
+BCRYPT_HINT = "not a bcrypt hash; create one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("basic_auth_users:\n  alice: hunter2\n", f"basic_auth_users.alice: {BCRYPT_HINT} (check the value)"),
+        ("basic_auth_users:\n  alice: '$2b$32$" + "a" * 53 + "'\n",
+         f"basic_auth_users.alice: {BCRYPT_HINT} (check the value)"),
+        ("basic_auth_users:\n  '': '$2b$04$" + "a" * 53 + "'\n", "basic_auth_users..[key]: "
+         "a user name must be non-empty and cannot contain ':' in basic auth (check the value)"),
+        (TLS + "  cipher_suites: [RC4-MD5]\n", "tls_server_config.cipher_suites.0: unknown or insecure cipher suite; "
+         "use Go names such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 (got 'RC4-MD5')"),
+        (TLS + "  client_auth_type: RequireAnyClientCert\n",
+         "tls_server_config.client_auth_type: RequireAnyClientCert (certificate required but never verified) is not "
+         "supported; use RequireAndVerifyClientCert with client_ca_file (got 'RequireAnyClientCert')"),
+        ("rate_limit:\n  interval: soon\n",
+         "rate_limit.interval: not a duration such as \"1s\" or \"500ms\" (got 'soon')"),
+        ("a: \x07\n", "not valid YAML"),  # a control character: PyYAML's reader refuses it, at no position
+    ],
+)
+def test_error_lines_in_full(pki: Pki, text: str, line: str) -> None:
+    path = write_config(pki.directory, text, "bad.yml")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.problems == [f"web config file {path}: {line}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("tls_server_config:\n  cert_file: server.crt\n  key: not a key\n", "cannot load cert_file and key"),
+        ("tls_server_config:\n  cert: not a cert\n  key_file: server.key\n", "cannot load cert and key_file"),
+    ],
+)
+def test_inline_pem_that_does_not_load(pki: Pki, text: str, line: str) -> None:
+    path = write_config(pki.directory, text, "bad.yml")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    (problem,) = caught.value.problems
+    assert re.fullmatch(
+        rf"web config file {re.escape(str(path))}: tls_server_config: {line} \(.+\); both must be PEM, "
+        r"the key unencrypted and belonging to the certificate \(check the value\)",
+        problem,
+    ), problem
+
+
+def test_inline_client_ca_that_does_not_load(pki: Pki) -> None:
+    path = write_config(pki.directory, MTLS + "  client_ca: |\n    " + CA_PEM, "bad.yml")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    (problem,) = caught.value.problems
+    assert re.fullmatch(rf"web config file {re.escape(str(path))}: tls_server_config: "
+                        r"cannot load CA certificates from client_ca \(.+\) \(check the value\)", problem), problem
+
+
+def test_encrypted_key_is_refused_without_a_prompt(pki: Pki, capfd: pytest.CaptureFixture[str]) -> None:
+    key = serialization.load_pem_private_key(pki.server_key.read_bytes(), password=None)
+    encrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.BestAvailableEncryption(b"pass phrase"))
+    (pki.directory / "encrypted.key").write_bytes(encrypted)
+    path = write_config(pki.directory, f"tls_server_config:\n  cert_file: {pki.server_cert.name}\n"
+                        "  key_file: encrypted.key\n", "encrypted.yml")
+    with pytest.raises(ConfigError, match=r"tls_server_config: cannot load cert_file and key_file \(.+\); both must "
+                                          "be PEM, the key unencrypted"):
+        load_web_config(path)
+    assert "pass phrase" not in capfd.readouterr().err  # OpenSSL did not ask on the terminal
+
+
+def test_unreadable_key_names_the_reason(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    # e.g. a key file readable by root only, and the exporter running as its own user
+    def refuse(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", refuse)
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(write_config(pki.directory, TLS, "unreadable.yml"))
+    assert caught.value.problems[0].endswith(
+        ": tls_server_config: cannot load cert_file and key_file (Permission denied); both must be PEM, "
+        "the key unencrypted and belonging to the certificate (check the value)"
+    )
+
+
+@pytest.mark.parametrize(("prefer", "server_preference"), [("true", True), ("false", False)])
+def test_tls_context_keeps_the_default_options(pki: Pki, prefer: str, server_preference: bool) -> None:
+    text = tls_config(pki, f"  prefer_server_cipher_suites: {prefer}\n")
+    context = load_web_config(write_config(pki.directory, text, "prefer.yml")).ssl_context
+    assert context is not None
+    assert context.protocol == ssl.PROTOCOL_TLS_SERVER
+    defaults = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).options & ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    expected = defaults | ssl.OP_CIPHER_SERVER_PREFERENCE if server_preference else defaults
+    assert context.options == expected
+
+
+@pytest.mark.parametrize(("cost", "accepted"), [("03", False), ("04", True), ("31", True), ("32", False)])
+def test_bcrypt_cost_from_4_to_31(tmp_path: Path, cost: str, accepted: bool) -> None:
+    path = write_config(tmp_path, f"basic_auth_users:\n  alice: '$2b${cost}$" + "." * 53 + "'\n")
+    if accepted:
+        assert load_web_config(path).basic_auth is not None
+    else:
+        with pytest.raises(ConfigError, match=r"basic_auth_users\.alice: not a bcrypt hash"):
+            load_web_config(path)
+
+
+def test_tls_section_built_in_code_reads_relative_names_from_the_working_directory(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(pki.directory)
+    config = TlsServerConfig(cert_file=pki.server_cert.name, key_file=pki.server_key.name)
+    assert config.ssl_context is not None
 
 @pytest.mark.parametrize(
     "text",
@@ -570,6 +694,7 @@ def test_unknown_user_pays_bcrypt_of_the_same_cost(monkeypatch: pytest.MonkeyPat
     assert not auth.check(header("mallory", b"x"))
     assert len(calls) == 1
     assert calls[0].startswith(b"$2b$05$")
+    assert len(calls[0]) == 60  # well-formed, so every bcrypt implementation spends the time
     assert calls[0] not in (cheap, dearer)
 
 
@@ -580,6 +705,7 @@ def test_unknown_user_pays_bcrypt_of_the_same_cost(monkeypatch: pytest.MonkeyPat
         "",
         "Basic",
         "Basic !!!",
+        "Basic YWxp*Y2U6cHc=",  # alice:pw, with a character that is not base64
         "Basic " + base64.b64encode(b"alice").decode(),  # no colon
         "Basic " + base64.b64encode(b"\xff\xfe:pw").decode(),  # user not UTF-8
         "Digest " + base64.b64encode(b"alice:pw").decode(),
@@ -607,6 +733,49 @@ def test_htpasswd_2y_hashes_work() -> None:
     auth = BasicAuth({"alice": hashed("pw", b"2b").replace("$2b$", "$2y$").encode()})
     assert auth.check(header("alice", b"pw"))
 
+
+def test_missing_file_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(tmp_path / "absent.yml")
+    assert caught.value.problems == [f"--web.config.file: cannot read {tmp_path / 'absent.yml'} "
+                                     "(No such file or directory)"]
+
+
+def test_basic_auth_needs_a_user_and_bcrypt_hashes() -> None:
+    with pytest.raises(ValueError, match=r"^BasicAuth needs at least one user$"):
+        BasicAuth({})
+    with pytest.raises(ValueError, match=r"^not a bcrypt hash$"):
+        BasicAuth({"alice": "$2b$04$ä".encode() + b"." * 51})
+
+
+def test_a_hash_bcrypt_cannot_use_lets_nobody_in(tmp_path: Path) -> None:
+    # The form is right, but the salt's last character has bits bcrypt refuses ("Invalid salt").
+    config = load_web_config(write_config(tmp_path, "basic_auth_users:\n  alice: '$2b$04$" + "a" * 53 + "'\n"))
+    assert config.basic_auth is not None
+    assert not config.basic_auth.check(header("alice", b"pw"))
+
+
+def test_several_spaces_after_the_scheme_and_empty_passwords() -> None:
+    auth = BasicAuth({"alice": hashed("").encode()})
+    assert auth.check("Basic   " + base64.b64encode(b"alice:").decode())
+    assert not auth.check("Basic " + base64.b64encode(b"alice").decode())  # no colon: no password at all
+
+
+@pytest.mark.parametrize(
+    ("cert", "allowed"),
+    [
+        ({"subjectAltName": (("DNS", "scraper.example"),)}, True),
+        ({"subjectAltName": (("IP Address", "2001:DB8:0:0:0:0:0:1\n"),)}, True),  # as older OpenSSL prints it
+        ({"subjectAltName": (("IP Address", "10.0.0.1"),)}, True),
+        ({"subjectAltName": (("DNS", "intruder.example"), ("IP Address", "10.0.0.2"))}, False),
+        ({"subject": ((("commonName", "scraper.example"),),)}, False),  # no SAN at all
+        ({}, False),
+        (None, False),
+    ],
+)
+def test_allowed_sans_compare_ip_addresses_as_addresses(cert: dict[str, object] | None, allowed: bool) -> None:
+    sans = frozenset(_normalise_san(s) for s in ("scraper.example", "2001:db8::1", "10.0.0.1"))
+    assert _has_allowed_san(cert, sans) is allowed
 
 async def test_ips_certificates_are_verified_unless_told_otherwise(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
     """Outbound: a self-signed IPS is refused by default, accepted with its CA as `ca_file`,
