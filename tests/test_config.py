@@ -156,6 +156,21 @@ def test_config_file_must_be_a_file(tmp_path, name):
     assert caught.value.problems == [f"--config.file: {tmp_path / name} does not exist or is not a file"]
 
 
+def test_unreadable_config_file(tmp_path, monkeypatch):
+    path = write(tmp_path, "log: {level: info}\n")
+    real_open = Path.open
+
+    def refuse(self, *args, **kwargs):  # as for a file of another user (chmod is no help when tests run as root)
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert caught.value.problems == [f"{path}: cannot read it (Permission denied)"]
+
+
 def test_environment_variable_that_is_not_json(monkeypatch):
     monkeypatch.setenv("SCENE7_EXPORTER_ACCOUNTS", '[{"user": "u", "password": ')
     with pytest.raises(ConfigError) as caught:
