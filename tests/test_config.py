@@ -91,7 +91,7 @@ URL_HINT = "endpoint must be an http(s) URL, e.g. https://s7sps1apissl.scene7.co
         ("poll: {interval: 10s, timeout: 20s}\n",
          "poll: poll.timeout (20s) must be below poll.interval (10s) so polls never stack (check the value)"),
         ("web: {listen_address: nowhere}\n",
-         "web.listen_address: 'nowhere' is not host:port, e.g. 0.0.0.0:10373 (got 'nowhere')"),
+         "web.listen_address: 'nowhere' is not host:port, e.g. :10373 or 127.0.0.1:10373 (got 'nowhere')"),
         ("accounts: [{user: u, endpoint: ftp://x}]\n", f"accounts.0.endpoint: {URL_HINT} (got 'ftp://x')"),
         ("accounts: [{user: u, api_version: '2014'}]\n",
          "accounts.0.api_version: api_version looks like \"2014-04-03\" (got '2014')"),
@@ -245,7 +245,7 @@ def test_bad_shard(value):
     ("value", "parts"),
     [
         ("127.0.0.1:9090", ("127.0.0.1", 9090)),
-        (":9090", ("0.0.0.0", 9090)),
+        (":9090", ("", 9090)),  # every interface of both families
         ("[::1]:0", ("::1", 0)),
         ("XBOX:65535", ("XBOX", 65535)),
     ],
@@ -256,8 +256,9 @@ def test_listen_address(value, parts):
 
 @pytest.mark.parametrize("value", ["9090", "host:http", "host:65536", "host:-1", "host:"])
 def test_bad_listen_address(value):
-    with pytest.raises(ValueError, match=rf"^'{value}' is not host:port, e.g. 0.0.0.0:10373$"):
+    with pytest.raises(ValueError, match=rf"^'{value}' is not host:port, e.g. :10373 or 127.0.0.1:10373$"):
         split_listen_address(value)
+
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), (15, 15)])
 def test_durations(text, seconds):
