@@ -39,6 +39,8 @@ def make_client(account: AccountConfig, settings: Settings) -> IpsClient:
         retry=RetryPolicy(deadline=timeout, attempt_timeout=max(timeout / 2, 1.0)),
         max_response_bytes=int(account.max_response_size),
         verify=verify,
+        locale=account.locale,
+        proxy=account.proxy(),
     )
 
 

@@ -44,6 +44,9 @@ FEED_TURN_SECONDS = 0.01
 T = TypeVar("T")
 
 
+PROXY_REFUSED = "the proxy asks for credentials: give them in proxy_url (http://user:password@proxy:3128)"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, bounded by a deadline per call."""
@@ -74,15 +77,19 @@ class IpsClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         verify: ssl.SSLContext | str | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        locale: str = "en-US",
+        proxy: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.version = ApiVersion(api_version)
         self.retry = retry or RetryPolicy()
         self.max_response_bytes = max_response_bytes
-        self._auth = AuthHeader(user, password, APP_NAME, __version__)
+        self._auth = AuthHeader(user, password, APP_NAME, __version__, locale)
+        self._proxy_password = httpx.URL(proxy).password if proxy else None
         self._http = httpx.AsyncClient(
             verify=verify,
             transport=transport,
+            proxy=proxy,
             timeout=httpx.Timeout(self.retry.attempt_timeout),
             follow_redirects=False,
             trust_env=False,
@@ -108,6 +115,11 @@ class IpsClient:
     @password.setter
     def password(self, password: str) -> None:  # a rotated secret, read again
         self._auth = replace(self._auth, password=password)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be shown: the password, and the proxy's if its URL holds one."""
+        return (self._auth.password, self._proxy_password or "")
 
     async def get_company_memberships(self) -> list[CompanyMembership]:
         """The companies the calling user belongs to (getCompanyMembership)."""
@@ -159,7 +171,7 @@ class IpsClient:
             if loop.time() + delay >= deadline:
                 raise error
             log.debug("%s attempt %d failed (%s), retrying in %.2fs", operation, attempt + 1,
-                      tame(str(error), (self.password,)), delay)
+                      tame(str(error), self.secrets), delay)
             await asyncio.sleep(delay)
             if loop.time() >= deadline:  # the sleep overshot (a busy loop): report what kept failing
                 raise error
@@ -191,6 +203,8 @@ class IpsClient:
                 timeout=httpx.Timeout(min(self.retry.attempt_timeout, remaining)),
             ) as response:
                 content_type = response.headers.get("content-type", "")
+                if response.status_code == 407:
+                    raise HttpStatusError(407, PROXY_REFUSED)
                 if response.status_code >= 300 and "xml" not in content_type:
                     raise HttpStatusError(response.status_code, content_type.split(";")[0])
                 try:
@@ -215,6 +229,10 @@ class IpsClient:
                     raise HttpStatusError(response.status_code, "SOAP answer without fault")
         except httpx.TimeoutException:
             raise IpsTimeout(f"{operation}: timed out") from None
+        except httpx.ProxyError as exc:  # the proxy refused the CONNECT of an https endpoint
+            if "407" in str(exc):
+                raise HttpStatusError(407, PROXY_REFUSED) from None
+            raise IpsConnectionError(f"{operation}: the proxy failed: {exc}") from None
         except httpx.TransportError as exc:
             raise IpsConnectionError(f"{operation}: {type(exc).__name__}: {exc}") from None
         return reader

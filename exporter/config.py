@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -81,6 +83,16 @@ class AccountConfig(Section):
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
     max_response_size: ByteSize = ByteSize(256 * 1024 * 1024)
+    locale: str = Field(default="en-US", pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+    proxy_url: SecretStr | None = None
+    proxy_from_environment: bool = False
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^(https?|socks5)://[^/\s]+", value.get_secret_value()):
+            raise ValueError("proxy_url must be an http(s) or socks5 URL, e.g. http://proxy.example.com:3128")
+        return value
 
     @field_validator("endpoint")
     @classmethod
@@ -95,6 +107,18 @@ class AccountConfig(Section):
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(-[A-Za-z0-9]+)?", value):
             raise ValueError('api_version looks like "2014-04-03"')
         return value
+
+    def proxy(self) -> str | None:
+        """The proxy for `endpoint`: `proxy_url`, else with `proxy_from_environment` the one
+        HTTPS_PROXY / HTTP_PROXY names unless NO_PROXY exempts the host; None: direct."""
+        if self.proxy_url is not None:
+            return self.proxy_url.get_secret_value()
+        if not self.proxy_from_environment:
+            return None
+        url = urllib.parse.urlsplit(self.endpoint)
+        if urllib.request.proxy_bypass(url.hostname or ""):
+            return None
+        return urllib.request.getproxies_environment().get(url.scheme)
 
     def resolve_password(self, single_account: bool) -> str:
         """The password from `password_file`, `password`, or SCENE7_EXPORTER_PASSWORD."""
@@ -271,7 +295,7 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-_SECRET_FIELDS = ("password",)
+_SECRET_FIELDS = ("password", "proxy_url")
 
 
 def describe_errors(exc: ValidationError, secret_fields: tuple[str, ...] = _SECRET_FIELDS) -> list[str]:

@@ -224,7 +224,7 @@ class Poller:
             async with asyncio.timeout(self.timeout + BACKSTOP_SECONDS):
                 result = await call()
         except IpsError as exc:  # IPS text: may echo the request, and is of any length
-            reason, message = exc.reason, tame(str(exc), (self.accounts[target.account].client.password,))
+            reason, message = exc.reason, tame(str(exc), self.accounts[target.account].client.secrets)
         except TimeoutError:
             reason, message = Reason.TIMEOUT, f"no answer within the poll timeout of {self.timeout:g}s"
         except asyncio.CancelledError:
@@ -311,7 +311,7 @@ class Poller:
         self._log_success(target)
         if result.invalid_records:
             log.warning("company %r: %d invalid job records left out; the first: %s", target.label,
-                        result.invalid_records, tame(result.first_invalid, (client.password,)))
+                        result.invalid_records, tame(result.first_invalid, client.secrets))
         self.store.record_success(
             target, result.jobs, at=started_wall, duration=duration, invalid_records=result.invalid_records
         )

@@ -61,9 +61,10 @@ class AuthHeader:
     password: str
     app_name: str
     app_version: str
+    locale: str = "en-US"  # the language of IPS's messages
 
     def __repr__(self) -> str:  # never print the password, whatever prints us
-        return f"AuthHeader(user={self.user!r}, password='***', app_name={self.app_name!r})"
+        return f"AuthHeader(user={self.user!r}, password='***', app_name={self.app_name!r}, locale={self.locale!r})"
 
 
 def build_envelope(
@@ -81,6 +82,7 @@ def build_envelope(
         for name, value in (
             ("user", auth.user),
             ("password", auth.password),
+            ("locale", auth.locale),
             ("appName", auth.app_name),
             ("appVersion", auth.app_version),
         ):

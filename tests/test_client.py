@@ -78,7 +78,7 @@ async def test_request_envelope_headers_and_round_trip_of_odd_values():
     assert root.tag == f"{{{SOAP11_ENV}}}Envelope"
     auth = root.find(f"{{{SOAP11_ENV}}}Header/{{{IPS_COMMON_NS}}}authHeader")
     assert {etree.QName(c).localname: c.text for c in auth} == {
-        "user": "ops@example.com", "password": PASSWORD, "appName": "scene7-exporter",
+        "user": "ops@example.com", "password": PASSWORD, "locale": "en-US", "appName": "scene7-exporter",
         "appVersion": auth.findtext(f"{{{IPS_COMMON_NS}}}appVersion"),
     }
     param = root.find(f"{{{SOAP11_ENV}}}Body/{{http://www.scene7.com/IpsApi/xsd/2013-02-15}}getActiveJobsParam")

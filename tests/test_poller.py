@@ -51,6 +51,10 @@ class FakeClient:
 
     password = "Pa55-w0rd"
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password,)
+
     def __init__(self, answers: Iterator[object], memberships: list[CompanyMembership] | None = None) -> None:
         self.answers = answers
         self.memberships = memberships or []

@@ -1,0 +1,144 @@
+"""How an account reaches IPS: through an outbound proxy (named, or from the environment), and
+with the locale IPS answers in."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from lxml import etree
+from pydantic import ValidationError
+from servers import simulated
+
+from exporter.client import PROXY_REFUSED, IpsClient
+from exporter.config import AccountConfig, describe_errors
+from exporter.errors import HttpStatusError, Reason
+from exporter.soap import IPS_COMMON_NS, AuthHeader, build_envelope
+
+
+class ForwardProxy:
+    """A plain HTTP forward proxy: absolute-form requests passed on in origin form, each
+    connection's first request logged; optionally asking for basic credentials (407)."""
+
+    def __init__(self, credentials: str | None = None) -> None:
+        self.credentials = credentials
+        self.requests: list[str] = []
+        self.port = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
+            method, target, version = request_line.split(" ")
+            self.requests.append(f"{method} {target}")
+            headers = [line for line in header_lines if line]
+            auth = next((line.split(":", 1)[1].strip() for line in headers
+                         if line.lower().startswith("proxy-authorization:")), None)
+            if self.credentials is not None and auth != "Basic " + base64.b64encode(self.credentials.encode()).decode():
+                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"p\"\r\n"
+                             b"Content-Type: text/html\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            rest = target.split("://", 1)[1]
+            hostport, _, path = rest.partition("/")
+            host, _, port = hostport.rpartition(":")
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            kept = [line for line in headers if not line.lower().startswith(("proxy-", "connection:"))]
+            up_writer.write(f"{method} /{path} {version}\r\n".encode("latin-1")
+                            + "".join(f"{line}\r\n" for line in [*kept, "Connection: close"]).encode("latin-1")
+                            + b"\r\n")
+
+            async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+            up_writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[ForwardProxy]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        async with server:
+            yield self
+
+
+async def test_polls_go_through_the_proxy_named_in_proxy_url():
+    async with simulated() as sim, ForwardProxy().running() as proxy:
+        account = AccountConfig(name="p", endpoint=sim.url, user="demo@example.com", password="demo",  # type: ignore[arg-type]
+                                proxy_url=f"http://127.0.0.1:{proxy.port}")  # type: ignore[arg-type]
+        async with IpsClient(sim.url, "demo@example.com", "demo", proxy=account.proxy()) as client:
+            memberships = await client.get_company_memberships()
+        assert [m.company.name for m in memberships] == [c.name for c in sim.world.companies]
+        assert proxy.requests == [f"POST {sim.url}"]
+
+
+async def test_a_proxy_that_asks_for_credentials_is_an_http_error_that_says_so():
+    async with simulated() as sim, ForwardProxy(credentials="squid:Pr0xy-Pa55").running() as proxy:
+        async with IpsClient(sim.url, "demo@example.com", "demo", proxy=f"http://127.0.0.1:{proxy.port}") as client:
+            with pytest.raises(HttpStatusError) as refused:
+                await client.get_company_memberships()
+        assert refused.value.reason is Reason.HTTP and refused.value.status == 407
+        assert str(refused.value) == f"HTTP 407: {PROXY_REFUSED}"
+        with_credentials = f"http://squid:Pr0xy-Pa55@127.0.0.1:{proxy.port}"
+        async with IpsClient(sim.url, "demo@example.com", "demo", proxy=with_credentials) as client:
+            assert await client.get_company_memberships()
+            assert client.secrets == ("demo", "Pr0xy-Pa55")  # masked in every message shown
+
+
+@pytest.mark.parametrize(("environment", "endpoint", "proxy"), [
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "https://s7sps1apissl.scene7.com/scene7/services/IpsApiService",
+     "http://proxy:3128"),
+    ({"https_proxy": "http://lower:3128"}, "https://s7sps1apissl.scene7.com/x", "http://lower:3128"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": ".scene7.com"}, "https://s7sps1apissl.scene7.com/x", None),
+    ({"HTTP_PROXY": "http://plain:3128"}, "https://s7sps1apissl.scene7.com/x", None),  # no proxy for https
+    ({"HTTP_PROXY": "http://plain:3128"}, "http://ips.internal:8080/x", "http://plain:3128"),
+    ({}, "https://s7sps1apissl.scene7.com/x", None),
+])
+def test_proxy_from_environment_follows_https_proxy_and_no_proxy(monkeypatch, environment, endpoint, proxy):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    account = AccountConfig(user="u", endpoint=endpoint, proxy_from_environment=True)
+    assert account.proxy() == proxy
+    assert AccountConfig(user="u", endpoint=endpoint).proxy() is None  # only when asked for
+
+
+def test_a_proxy_url_is_checked_and_never_echoed():
+    with pytest.raises(ValidationError, match="proxy_url must be an http") as bad:
+        AccountConfig(user="u", proxy_url="ftp://user:S3cret@proxy")  # type: ignore[arg-type]
+    assert describe_errors(bad.value) == ["proxy_url: proxy_url must be an http(s) or socks5 URL, e.g. "
+                                          "http://proxy.example.com:3128 (check the value)"]
+    assert "S3cret" not in repr(AccountConfig(user="u", proxy_url="http://user:S3cret@proxy:3128"))  # type: ignore[arg-type]
+
+
+def test_the_locale_is_sent_in_the_auth_header_before_the_application():
+    header = AuthHeader("u@example.com", "p", "scene7-exporter", "1.0", locale="de-DE")
+    root = etree.fromstring(build_envelope("getCompanyMembership", "2014-04-03", {}, header))
+    auth = root.find(f".//{{{IPS_COMMON_NS}}}authHeader")
+    assert auth is not None
+    assert [(etree.QName(child).localname, child.text) for child in auth] == [
+        ("user", "u@example.com"), ("password", "p"), ("locale", "de-DE"), ("appName", "scene7-exporter"),
+        ("appVersion", "1.0")]
+    assert AccountConfig(user="u").locale == "en-US"
+    with pytest.raises(ValueError, match="locale"):
+        AccountConfig(user="u", locale="en US; drop")
+
+
+async def test_a_proxy_refusing_the_tunnel_to_an_https_endpoint_is_the_same_http_error():
+    async with ForwardProxy(credentials="squid:Pr0xy-Pa55").running() as proxy:
+        async with IpsClient("https://ips.example.com/scene7/services/IpsApiService", "demo@example.com", "demo",
+                             proxy=f"http://127.0.0.1:{proxy.port}") as client:
+            with pytest.raises(HttpStatusError) as refused:
+                await client.get_company_memberships()
+        assert str(refused.value) == f"HTTP 407: {PROXY_REFUSED}"
+        assert proxy.requests == ["CONNECT ips.example.com:443"]
