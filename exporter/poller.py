@@ -87,13 +87,11 @@ def choose_targets(
         unknown = [w for w in wanted if w not in by_key]
     else:
         chosen, unknown = active, []
-    names = [c.name or c.company_handle for c in chosen]
+    # A company wanted by handle and by name is one company, labelled with its name alone.
+    unique = list({c.company_handle: c for c in chosen}.values())
+    names = [c.name or c.company_handle for c in unique]
     targets = []
-    seen: set[str] = set()
-    for company, name in zip(chosen, names, strict=True):
-        if company.company_handle in seen:
-            continue
-        seen.add(company.company_handle)
+    for company, name in zip(unique, names, strict=True):
         # Two companies of one name would merge their series: tell them apart by handle.
         label = f"{name} ({company.company_handle})" if names.count(name) > 1 else name
         if in_shard(company.company_handle, shard):

@@ -43,6 +43,12 @@ def test_same_name_companies_get_told_apart_and_inactive_ones_skipped():
     assert unknown == []
 
 
+def test_a_company_wanted_by_handle_and_by_name_is_one_target_under_its_name():
+    targets, unknown = choose_targets("main", memberships(3), ["c|1", "Company 1", "c|2", "c|1"], None)
+    assert [(t.handle, t.label) for t in targets] == [("c|1", "Company 1"), ("c|2", "Company 2")]
+    assert unknown == []
+
+
 async def test_two_accounts_never_merge_or_double_poll_companies():
     from exporter.poller import Poller
     from exporter.snapshot import Store
