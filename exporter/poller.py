@@ -357,7 +357,7 @@ class Poller:
         )
         for gone in polled - set(targets):
             self.scheduler.remove_job(self._job_id(gone))
-            self._targets.pop(self._job_id(gone), None)
+            del self._targets[self._job_id(gone)]
         self.store.record_discovered(placeholder, targets)
         for target in targets:
             if target not in polled:

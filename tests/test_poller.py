@@ -1,16 +1,20 @@
 """The poller, one poll at a time: a fake client, a stepped clock, and the store it reports to.
 
-No scheduler runs and no wall clock is waited on: each test calls the poll the scheduler would
-call and reads what the store recorded.
+Most tests call the poll the scheduler would call and read what the store recorded; the jobs
+scheduled are read from APScheduler. One test lets the scheduler run (at a 50 ms interval, waiting
+on the store's events), and two wait out the real backstop and stop timeouts (1 s and 2 s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
@@ -29,7 +33,7 @@ from exporter.errors import (
 from exporter.models import ActiveJob, Company, CompanyMembership, TaskProgress
 from exporter.parse import ActiveJobsResult
 from exporter.poller import Account, Poller
-from exporter.snapshot import CompanyTarget, SeriesGuard, Store
+from exporter.snapshot import CompanyTarget, SeriesGuard, State, Store
 
 WHEN = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 START = 1_800_000_000.0
@@ -47,7 +51,8 @@ class SteppedClock:
 
 
 class FakeClient:
-    """Answers from a script: each call takes the next entry (an exception is raised)."""
+    """Answers from a script: each call takes the next entry (an exception is raised, an event is
+    waited on before an empty answer); the company memberships come from their own script."""
 
     password = "Pa55-w0rd"
 
@@ -55,17 +60,27 @@ class FakeClient:
     def secrets(self) -> tuple[str, ...]:
         return (self.password,)
 
-    def __init__(self, answers: Iterator[object], memberships: list[CompanyMembership] | None = None) -> None:
+    def __init__(self, answers: Iterator[object], memberships: list[CompanyMembership] | None = None,
+                 discoveries: Iterator[object] | None = None) -> None:
         self.answers = answers
-        self.memberships = memberships or []
+        self.discoveries = itertools.repeat(memberships or []) if discoveries is None else discoveries
+        self.calls: list[tuple[str, bool]] = []
 
     async def get_company_memberships(self) -> list[CompanyMembership]:
-        return self.memberships
+        answer = next(self.discoveries)
+        if isinstance(answer, BaseException):
+            raise answer
+        assert isinstance(answer, list)
+        return answer
 
     async def get_active_jobs(self, company_handle: str, *, keep_items: bool = True) -> ActiveJobsResult:
+        self.calls.append((company_handle, keep_items))
         answer = next(self.answers)
         if isinstance(answer, BaseException):
             raise answer
+        if isinstance(answer, asyncio.Event):
+            await answer.wait()
+            return ActiveJobsResult(())
         assert isinstance(answer, ActiveJobsResult)
         return answer
 
@@ -82,12 +97,35 @@ def membership(handle: str, name: str) -> CompanyMembership:
 TARGET = CompanyTarget("main", "c|1", "Acme")
 
 
-def make_poller(*answers: object, memberships: list[CompanyMembership] | None = None) -> tuple[Poller, Store]:
+def make_poller(*answers: object, memberships: list[CompanyMembership] | None = None,
+                discoveries: Iterator[object] | None = None, companies: tuple[str, ...] = (),
+                **options: Any) -> tuple[Poller, Store]:
+    """A poller of one account "main" with a fake client; `options` override the Poller's."""
     store = Store(max_age=180.0)
-    client = FakeClient(iter(answers), memberships)
-    poller = Poller([Account("main", client)], store, interval=60, timeout=20,  # type: ignore[arg-type]
-                    clock=SteppedClock(START, 10.0), timer=SteppedClock(100.0, 0.25))
+    client = FakeClient(iter(answers), memberships, discoveries)
+    settings = {"interval": 60, "timeout": 20, "clock": SteppedClock(START, 10.0),
+                "timer": SteppedClock(100.0, 0.25)} | options
+    poller = Poller([Account("main", client, companies)], store, **settings)  # type: ignore[arg-type]
     return poller, store
+
+
+def client_of(poller: Poller) -> FakeClient:
+    client = poller.accounts["main"].client
+    assert isinstance(client, FakeClient)
+    return client
+
+
+def messages(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "exporter.poller" and r.levelno >= level]
+
+
+@pytest.fixture(autouse=True)
+def poller_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+
+
+PLACEHOLDER = CompanyTarget("main", "", "main")
+MEMBERSHIPS = [membership("c|1", "Acme"), membership("c|2", "Bits"), membership("c|3", "Core")]
 
 
 async def test_discovery_replaces_the_account_placeholder_by_its_companies():
@@ -105,9 +143,186 @@ async def test_discovery_replaces_the_account_placeholder_by_its_companies():
         await poller.stop()
 
 
+UNKNOWN = "account 'main': company 'Nope' is not among the user's companies; check the handle or name"
+
+
+@pytest.mark.parametrize(("companies", "labels", "lines"), [
+    (("c|1", "Core", "Nope"), ["Acme", "Core"], [UNKNOWN, "account 'main': polling 2 companies: Acme, Core"]),
+    (("c|2", "Bits"), ["Bits"], ["account 'main': polling 1 companies: Bits"]),  # one company, asked for twice
+    (("Nope",), [], [UNKNOWN, "account 'main': polling 0 companies: none"]),
+])
+async def test_discovery_polls_the_companies_asked_for_by_handle_or_name(caplog, companies, labels, lines):
+    poller, store = make_poller(memberships=MEMBERSHIPS, companies=companies)
+    poller.start()
+    try:
+        await poller._discover(PLACEHOLDER)
+        targets = {c.target for c in store.state.companies}
+        assert sorted(t.label for t in targets) == labels
+        # The discovery stays scheduled beside the companies, to run again every discovery interval.
+        assert {j.id for j in poller.scheduler.get_jobs()} == {"main\x00"} | {f"main\x00{t.handle}" for t in targets}
+        assert set(poller._targets.values()) == targets | {PLACEHOLDER}
+        assert messages(caplog) == lines
+    finally:
+        await poller.stop()
+
+
+async def test_a_failed_discovery_is_kept_scheduled_and_its_recovery_logged(caplog):
+    fault = ApiFault(30000, "Internal error")
+    poller, store = make_poller(discoveries=iter([fault, [membership("c|1", "Acme")]]))
+    poller.start()
+    try:
+        await poller._discover(PLACEHOLDER)
+        placeholder = store.state.company(PLACEHOLDER)
+        assert placeholder is not None and (placeholder.up, dict(placeholder.errors_total)) == (
+            False, {Reason.API_FAULT: 1})
+        assert [j.id for j in poller.scheduler.get_jobs()] == ["main\x00"]
+        await poller._discover(PLACEHOLDER)
+        assert [c.target for c in store.state.companies] == [TARGET]
+        assert messages(caplog) == [
+            "poll of company 'main' failed: api_fault: ipsApiFault 30000: Internal error",
+            "poll of company 'main' recovered",
+            "account 'main': polling 1 companies: Acme",
+        ]
+    finally:
+        await poller.stop()
+
+
+async def test_a_company_of_two_accounts_is_polled_once_and_a_shared_name_gets_the_handle(caplog):
+    first = FakeClient(iter(()), [membership("c|1", "Acme"), membership("c|2", "Bits")])
+    second = FakeClient(iter(()), [membership("c|2", "Bits"), membership("x|9", "Acme")])
+    store = Store()
+    poller = Poller([Account("first", first), Account("second", second)], store,  # type: ignore[arg-type]
+                    interval=60, timeout=20)
+    poller.start()
+    try:
+        await poller._discover(CompanyTarget("first", "", "first"))
+        await poller._discover(CompanyTarget("second", "", "second"))
+        assert {c.target for c in store.state.companies} == {
+            CompanyTarget("first", "c|1", "Acme"), CompanyTarget("first", "c|2", "Bits"),
+            CompanyTarget("second", "x|9", "Acme (x|9)")}
+        assert messages(caplog) == [
+            "account 'first': polling 2 companies: Acme, Bits",
+            "company 'Bits' is polled with another account already",
+            "account 'second': polling 1 companies: Acme (x|9)",
+        ]
+    finally:
+        await poller.stop()
+
+
+@pytest.fixture
+def host_in_india(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The host's local time zone is UTC+05:30."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(("interval", "jitter", "spread", "grace"), [
+    (60, None, 5.0, 30),  # jitter: a tenth of the interval, at most 5 s; misfire grace: half the interval
+    (30, None, 3.0, 15),
+    (1, None, 0.1, 1),  # the grace is at least 1 s
+    (60, 0, 0, 30),  # no jitter: the first poll is due at once
+    (60, 2.5, 2.5, 30),
+])
+async def test_each_poll_is_scheduled_in_utc_with_its_jitter_and_misfire_grace(host_in_india, interval, jitter,
+                                                                               spread, grace):
+    poller, _ = make_poller(interval=interval, jitter=jitter)
+    before = datetime.now(UTC)
+    poller.start()
+    after = datetime.now(UTC)
+    try:
+        (scheduled,) = poller.scheduler.get_jobs()
+        assert (scheduled.trigger.interval, scheduled.trigger.jitter) == (timedelta(seconds=interval), spread or None)
+        assert (scheduled.max_instances, scheduled.coalesce, scheduled.misfire_grace_time) == (1, True, grace)
+        assert scheduled.trigger.timezone == UTC
+        assert before <= scheduled.next_run_time <= after + timedelta(seconds=spread)
+    finally:
+        await poller.stop()
+
+
+async def test_the_scheduler_discovers_polls_and_skips_a_run_while_the_poll_before_still_runs(caplog):
+    never = asyncio.Event()
+    poller, store = make_poller(never, memberships=[membership("c|1", "Acme")], interval=0.05, jitter=0)
+    client = client_of(poller)
+    calls_at_first_skip: list[list[tuple[str, bool]]] = []
+    skipped = asyncio.Event()
+
+    def on_state(state: State) -> None:
+        company = state.company(TARGET)
+        if company is not None and company.errors_total.get(Reason.SKIPPED) and not skipped.is_set():
+            calls_at_first_skip.append(list(client.calls))
+            skipped.set()
+
+    store.subscribe(on_state)
+    poller.start()
+    try:
+        await asyncio.wait_for(skipped.wait(), 10)
+        assert calls_at_first_skip == [[("c|1", False)]]
+        assert poller.first_poll_attempted.is_set()
+        assert "poll of company 'Acme' skipped: the previous poll is still running" in messages(caplog)
+    finally:
+        await poller.stop()
+    assert client.calls == [("c|1", False)]
+
+
+async def test_stop_cancels_a_poll_under_way_and_waits_for_it(caplog):
+    caplog.set_level(logging.DEBUG, logger="exporter.poller")
+    poller, _ = make_poller()
+    started, polled = asyncio.Event(), []
+
+    async def hanging_poll(target: CompanyTarget) -> None:
+        polled.append(target)
+        started.set()
+        await asyncio.Event().wait()
+
+    run = asyncio.create_task(poller._run(TARGET, hanging_poll))
+    await started.wait()
+    assert not poller.first_poll_attempted.is_set()
+    await poller.stop()
+    assert run.done() and not run.cancelled() and polled == [TARGET]
+    assert messages(caplog, logging.DEBUG) == ["poll of company 'Acme' cancelled"]
+    assert poller.first_poll_attempted.is_set()
+    assert not poller._running  # a poll that ended is not kept
+
+
+async def test_stop_gives_up_after_2_seconds_on_a_poll_that_will_not_end():
+    poller, _ = make_poller()
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def stubborn_poll(target: CompanyTarget) -> None:  # e.g. a clean-up that hangs
+        started.set()
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    run = asyncio.create_task(poller._run(TARGET, stubborn_poll))
+    await started.wait()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(poller.stop(), 10)
+    waited = loop.time() - began
+    release.set()
+    await run
+    assert 1.9 <= waited < 3
+
+
+async def test_a_poll_stuck_past_its_timeout_is_cut_off_by_the_backstop_a_second_later():
+    poller, store = make_poller(asyncio.Event(), timeout=0.05)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(poller._poll_company(TARGET), 10)
+    assert loop.time() - began >= 1.0  # the client keeps the timeout itself: the backstop leaves it time
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None and dict(snapshot.errors_total) == {Reason.TIMEOUT: 1}
+    assert snapshot.last_error == "timeout: no answer within the poll timeout of 0.05s"
+
+
 async def test_a_poll_is_recorded_with_its_start_time_and_duration():
     poller, store = make_poller(ActiveJobsResult((job("a"), job("b")), invalid_records=2))
     await poller._poll_company(TARGET)
+    assert client_of(poller).calls == [("c|1", False)]  # the jobs without their items
     snapshot = store.state.company(TARGET)
     assert snapshot is not None
     assert [j.name for j in snapshot.jobs] == ["a", "b"]
@@ -167,7 +382,7 @@ async def test_failures_are_logged_once_per_change_and_recovery_once(caplog):
     assert again == ["poll of company 'Acme' failed again: api_fault: ipsApiFault 30000: Internal error"] * 2
 
 
-async def test_a_run_the_scheduler_could_not_start_is_counted_as_skipped():
+async def test_a_run_the_scheduler_could_not_start_is_counted_as_skipped(caplog):
     poller, store = make_poller()
     poller._targets["main\x00c|1"] = TARGET
     store.track(TARGET)
@@ -178,6 +393,7 @@ async def test_a_run_the_scheduler_could_not_start_is_counted_as_skipped():
     snapshot = store.state.company(TARGET)
     assert snapshot is not None and dict(snapshot.errors_total) == {Reason.SKIPPED: 1}
     assert len(published) == 1
+    assert messages(caplog) == ["poll of company 'Acme' skipped: the previous poll is still running"]
 
 
 def test_every_transition_publishes_one_new_state_to_each_subscriber():
@@ -256,21 +472,22 @@ class Timer:
 
 
 class CountingClient(FakeClient):
-    """A FakeClient that counts the calls that reached IPS."""
+    """A FakeClient that counts the calls that reached IPS, with memberships the test changes."""
 
     def __init__(self, answers: Iterator[object], memberships: list[CompanyMembership] | None = None) -> None:
-        super().__init__(answers, memberships)
-        self.calls = 0
+        super().__init__(answers)
+        self.memberships = memberships or []
+        self.ips_calls = 0
         self.membership_error: BaseException | None = None
 
     async def get_company_memberships(self) -> list[CompanyMembership]:
-        self.calls += 1
+        self.ips_calls += 1
         if self.membership_error is not None:
             raise self.membership_error
-        return await super().get_company_memberships()
+        return self.memberships
 
     async def get_active_jobs(self, company_handle: str, *, keep_items: bool = True) -> ActiveJobsResult:
-        self.calls += 1
+        self.ips_calls += 1
         await asyncio.sleep(0)  # an answer takes a turn of the loop: polls of two companies overlap
         return await super().get_active_jobs(company_handle, keep_items=keep_items)
 
@@ -292,11 +509,11 @@ async def test_refused_credentials_pause_the_account_with_one_probe_per_doubling
     caplog.set_level(logging.INFO, logger="exporter.poller")
     poller, store, client, timer = paused_poller(itertools.repeat(REFUSED))
     await poller._poll_company(TARGET)
-    assert client.calls == 1
+    assert client.ips_calls == 1
     # Every company of the account now waits, without a call, and says why.
     for target in (TARGET, OTHER, TARGET):
         await poller._poll_company(target)
-    assert client.calls == 1
+    assert client.ips_calls == 1
     other = store.state.company(OTHER)
     assert other is not None and not other.up and dict(other.errors_total) == {Reason.AUTHENTICATION: 1}
     assert other.last_error == ("authentication: not polled until 2027-01-15T08:01:00+00:00: "
@@ -305,10 +522,10 @@ async def test_refused_credentials_pause_the_account_with_one_probe_per_doubling
     for pause in (60, 120, 240, 300, 300):  # doubling from the interval, up to auth_backoff_max
         timer.now += pause - 1
         await poller._poll_company(OTHER)
-        assert client.calls == 1 + len(probes), "a call before the pause ended"
+        assert client.ips_calls == 1 + len(probes), "a call before the pause ended"
         timer.now += 1
         await poller._poll_company(OTHER)
-        probes.append(client.calls)
+        probes.append(client.ips_calls)
     assert probes == [2, 3, 4, 5, 6]
     pauses = [r.getMessage() for r in caplog.records if "IPS refused" in r.getMessage()]
     assert len(pauses) == 6 and pauses[0] == (
@@ -323,17 +540,17 @@ async def test_a_probe_that_passes_ends_the_pause_and_calls_under_way_do_not_ext
                                                        ActiveJobsResult((job("a"),)), ActiveJobsResult(())]))
     # Two polls under way at once, both refused: the second refusal does not extend the pause.
     await asyncio.gather(poller._poll_company(TARGET), poller._poll_company(OTHER))
-    assert client.calls == 2
+    assert client.ips_calls == 2
     timer.now += 60
     await poller._poll_company(TARGET)  # the probe: 60 s, not 120 s, after the first refusal
-    assert client.calls == 3
+    assert client.ips_calls == 3
     # The probe timed out: that says nothing of the credentials, the next poll probes again.
     await poller._poll_company(TARGET)
-    assert client.calls == 4
+    assert client.ips_calls == 4
     snapshot = store.state.company(TARGET)
     assert snapshot is not None and snapshot.up and [j.name for j in snapshot.jobs] == ["a"]
     await poller._poll_company(OTHER)  # the account polls as before
-    assert client.calls == 5
+    assert client.ips_calls == 5
     assert caplog.records[-1].getMessage() == "poll of company 'Bits' recovered"
     assert "account 'main': IPS accepts the credentials again; polling resumes" in caplog.messages
 
@@ -344,12 +561,12 @@ async def test_a_refused_company_pauses_alone():
     await poller._poll_company(OTHER)
     await poller._poll_company(OTHER)
     await poller._poll_company(TARGET)
-    assert client.calls == 2  # the refused company waits; the others are polled
+    assert client.ips_calls == 2  # the refused company waits; the others are polled
     other = store.state.company(OTHER)
     assert other is not None and dict(other.errors_total) == {Reason.AUTHORIZATION: 2}
     timer.now += 60
     await poller._poll_company(OTHER)
-    assert client.calls == 3 and store.state.company(OTHER).up  # type: ignore[union-attr]
+    assert client.ips_calls == 3 and store.state.company(OTHER).up  # type: ignore[union-attr]
 
 
 async def test_rediscovery_follows_companies_added_and_removed_and_a_failed_one_changes_nothing(caplog):
@@ -420,15 +637,15 @@ async def test_a_new_password_is_used_at_once_and_ends_the_pause(caplog):
                     interval=60, timeout=20, clock=lambda: START, timer=timer)
     await poller._poll_company(TARGET)
     await poller._poll_company(OTHER)
-    assert client.calls == 1  # paused
+    assert client.ips_calls == 1  # paused
     timer.now += 60
     await poller._poll_company(OTHER)  # the probe: this company alone is refused now
     await poller._poll_company(OTHER)
-    assert client.calls == 2
+    assert client.ips_calls == 2
     secret[0] = "N3w-Pa55"  # the secret was rotated
     await poller._poll_company(TARGET)
     await poller._poll_company(OTHER)
-    assert client.calls == 4 and client.password == "N3w-Pa55"
+    assert client.ips_calls == 4 and client.password == "N3w-Pa55"
     assert all(store.state.company(t).up for t in (TARGET, OTHER))  # type: ignore[union-attr]
     assert "account 'main': the password changed; it is used from now on, and the pause after refused " \
            "credentials ends" in caplog.messages

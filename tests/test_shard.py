@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from exporter.models import Company, CompanyMembership
-from exporter.poller import choose_targets, in_shard
+from exporter.poller import Account, Poller, choose_targets, in_shard
+from exporter.snapshot import CompanyTarget, Store
 
 
 def memberships(count: int) -> list[CompanyMembership]:
@@ -49,14 +50,18 @@ def test_a_company_wanted_by_handle_and_by_name_is_one_target_under_its_name():
     assert unknown == []
 
 
-async def test_two_accounts_never_merge_or_double_poll_companies():
-    from exporter.poller import Poller
-    from exporter.snapshot import Store
+async def test_discovery_schedules_only_the_companies_of_this_replica_s_shard():
+    class Memberships:
+        async def get_company_memberships(self) -> list[CompanyMembership]:
+            return [CompanyMembership(company=Company(company_handle=h, name=h)) for h in ("c|1", "c|2", "c|3")]
 
-    poller = Poller([], Store(), interval=60, timeout=20)
-    first, _ = choose_targets("a", memberships(2), [], None)
-    for target in first:
-        poller._targets[target.handle] = target
-    same_name = [CompanyMembership(company=Company(company_handle="x|9", name="Company 0"))]
-    second, _ = choose_targets("b", memberships(2) + same_name, [], None)
-    assert [(t.handle, t.label) for t in poller._unique_across_accounts(second)] == [("x|9", "Company 0 (x|9)")]
+    store = Store()
+    poller = Poller([Account("main", Memberships())], store, interval=60, timeout=20,  # type: ignore[arg-type]
+                    shard=(2, 3))
+    poller.start()
+    try:
+        await poller._discover(CompanyTarget("main", "", "main"))
+        assert [shard_of(h, 3) for h in ("c|1", "c|2", "c|3")] == [2, 1, 2]
+        assert [c.target.handle for c in store.state.companies] == ["c|1", "c|3"]
+    finally:
+        await poller.stop()
