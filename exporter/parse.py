@@ -55,7 +55,6 @@ class ResponseReader:
         self._jobs: list[ActiveJob] = []
         self._invalid = 0
         self._first_invalid = ""
-        self._closed = False
 
     def feed(self, data: bytes) -> None:
         try:
@@ -73,7 +72,6 @@ class ResponseReader:
         except (etree.XMLSyntaxError, LookupError) as exc:
             raise MalformedResponse(f"incomplete or broken XML: {exc}") from None
         self._drain()
-        self._closed = True
         return _operation_return(root, self.operation)
 
     def result(self) -> ActiveJobsResult:
@@ -111,7 +109,7 @@ class ResponseReader:
         self._jobs.append(job)
 
 
-def job_record(element: etree._Element, keep_items: bool = True) -> dict[str, Any]:
+def job_record(element: etree._Element, keep_items: bool) -> dict[str, Any]:
     """An ActiveJob element as a mapping of wire names; job-detail elements are left out."""
     record: dict[str, Any] = {}
     for child in element:
@@ -123,7 +121,7 @@ def job_record(element: etree._Element, keep_items: bool = True) -> dict[str, An
     return record
 
 
-def task_record(element: etree._Element, keep_items: bool = True) -> dict[str, Any]:
+def task_record(element: etree._Element, keep_items: bool) -> dict[str, Any]:
     """A TaskProgress element as a mapping of wire names, with its item count."""
     record: dict[str, Any] = {}
     for child in element:
@@ -149,10 +147,9 @@ def _operation_return(root: etree._Element, operation: str) -> etree._Element:
     bodies = [child for child in root if split_tag(child.tag) == (namespace, "Body")]
     if len(bodies) != 1:
         raise MalformedResponse("SOAP Envelope without exactly one Body")
-    payload = [child for child in bodies[0] if isinstance(child.tag, str)]
-    if not payload:
+    if len(bodies[0]) == 0:  # the parser drops comments and PIs: every child is an element
         raise MalformedResponse("empty SOAP Body")
-    first = payload[0]
+    first = bodies[0][0]
     if split_tag(first.tag) == (namespace, "Fault"):
         raise fault_error(first)
     ns, name = split_tag(first.tag)
@@ -165,7 +162,7 @@ def fault_error(fault: etree._Element) -> IpsFault:
     """The typed error of a SOAP 1.1 or 1.2 Fault element."""
     for detail in _children_named(fault, ("detail", "Detail")):
         for entry in detail:
-            ns, name = split_tag(entry.tag) if isinstance(entry.tag, str) else (None, "")
+            ns, name = split_tag(entry.tag)
             if name in FAULT_CLASSES and is_ips_namespace(ns):
                 code_text = (child_text(entry, "code") or "").strip()
                 code = int(code_text) if code_text.isascii() and code_text.isdigit() and len(code_text) < 10 else None
