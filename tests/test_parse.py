@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from exporter.errors import ApiFault, AuthenticationFault, AuthorizationFault, MalformedResponse
-from exporter.models import JobState, TaskState
-from exporter.parse import ResponseReader, read_document
+from exporter.models import Company, CompanyMembership, JobState, TaskState
+from exporter.parse import ResponseReader, check_job_array, companies_from_membership, read_document
 
 UPLOAD = "com.scene7.upload.UploadAsyncTaskMonitor"
 AUTOSET = "com.scene7.autoset.AutoSetAsyncTaskMonitor"
@@ -76,8 +78,6 @@ def _prefixed(capture) -> bytes:
     text = text.replace('<getActiveJobsReturn xmlns="http://www.scene7.com/IpsApi/xsd/2010-01-31">',
                         '<ns1:getActiveJobsReturn xmlns:ns1="http://www.scene7.com/IpsApi/xsd/2013-02-15">')
     text = text.replace("</getActiveJobsReturn>", "</ns1:getActiveJobsReturn>")
-    import re
-
     return re.sub(r"<(/?)(?!soapenv|ns1)(\w+)", r"<\1ns1:\2", text).encode()
 
 
@@ -94,7 +94,9 @@ ENVELOPE = (
 )
 
 
-def job_xml(name: str, *, pending: str = "3", task_state: str = "Processing", items: int = 2) -> str:
+def job_xml(
+    name: str, *, pending: str = "3", task_state: str = "Processing", items: int = 2, message: str = "x"
+) -> str:
     item = ("<items><itemName>a.jpg</itemName><progress>0.5</progress><progressMessage/>"
             "<lastProgressUpdate>2026-11-26T06:00:00.000Z</lastProgressUpdate></items>")
     return (
@@ -102,7 +104,7 @@ def job_xml(name: str, *, pending: str = "3", task_state: str = "Processing", it
         f"<originalName>{name}</originalName><type>UrlUpload</type><state>Running</state>"
         "<submitUserEmail>u@example.com</submitUserEmail><serverName>s1</serverName>"
         "<startDate>2026-11-26T05:00:00.000+01:00</startDate><triggerTime>2026-11-26T05:00:00.000Z</triggerTime>"
-        "<totalSize>0</totalSize><progress>0</progress><progressMessage>x</progressMessage>"
+        f"<totalSize>0</totalSize><progress>0</progress><progressMessage>{message}</progressMessage>"
         "<lastProgressUpdate>2026-11-26T06:00:00.000Z</lastProgressUpdate><taskProgressArray><items>"
         f"<taskType>{UPLOAD}</taskType><taskState>{task_state}</taskState><numProcessed>1</numProcessed>"
         f"<numProcessing>1</numProcessing><numPending>{pending}</numPending><progress>0.2</progress>"
@@ -118,13 +120,31 @@ def test_empty_job_array(empty):
 
 
 def test_bad_records_are_skipped_counted_and_the_first_one_told_without_a_log_line_each(caplog):
-    body = ("<jobArray>" + job_xml("good1") + job_xml("bad", pending="many") + job_xml("good2")
+    twice_bad = job_xml("bad1", pending="many").replace("2026-11-26T05:00:00.000+01:00", "yesterday")
+    body = ("<jobArray>" + job_xml("good1") + twice_bad + job_xml("good2") + job_xml("bad2", pending="")
             + job_xml("worse", pending="1.5") * 3 + "</jobArray>")
-    result = read_jobs(ENVELOPE.format(body).encode()).result()
+    with caplog.at_level(logging.DEBUG):
+        result = read_jobs(ENVELOPE.format(body).encode()).result()
     assert [job.name for job in result.jobs] == ["good1", "good2"]
-    assert result.invalid_records == 4
-    assert result.first_invalid == "job 'bad': bad taskProgressArray.0.numPending"
-    assert caplog.records == []  # the poller says it once per poll
+    assert result.invalid_records == 5
+    assert result.first_invalid == "job 'bad1': bad startDate, taskProgressArray.0.numPending"
+    assert caplog.records == []  # the poller tells it, once per poll
+
+
+def test_empty_leaves_are_empty_strings():
+    body = "<jobArray>" + job_xml("j", message="") + "</jobArray>"
+    (job,) = read_jobs(ENVELOPE.format(body).encode()).result().jobs
+    assert job.progress_message == ""
+    (task,) = job.task_progress_array
+    assert task.progress_message == ""
+    assert [item.progress_message for item in task.task_item_progress_array] == ["", ""]
+
+
+def test_only_items_of_the_job_array_are_jobs():
+    body = "<jobArray>" + job_xml("j") + "<totalCount>1</totalCount></jobArray>"
+    result = read_jobs(ENVELOPE.format(body).encode()).result()
+    assert [job.name for job in result.jobs] == ["j"]
+    assert result.invalid_records == 0
 
 
 def test_unknown_state_is_kept_raw_and_exported_as_unknown():
@@ -143,16 +163,27 @@ def test_items_counted_not_kept_when_asked():
     assert counted.task_item_progress_array == () and counted.item_count == 5
 
 
+def test_items_are_kept_unless_asked_not_to():
+    reader = ResponseReader("getActiveJobs")
+    reader.feed(ENVELOPE.format("<jobArray>" + job_xml("j", items=3) + "</jobArray>").encode())
+    reader.close()
+    (task,) = reader.result().jobs[0].task_progress_array
+    assert [item.item_name for item in task.task_item_progress_array] == ["a.jpg"] * 3
+
+
 def test_many_jobs_memory_is_freed_as_read():
-    body = "<jobArray>" + "".join(job_xml(f"job{i}") for i in range(2000)) + "</jobArray>"
+    # One job a line: the line of an element tells which job it was.
+    body = "<jobArray>" + "\n".join(job_xml(f"job{i}") for i in range(2000)) + "</jobArray>"
     data = ENVELOPE.format(body).encode()
     reader = ResponseReader("getActiveJobs", keep_items=False)
     for start in range(0, len(data), 65536):
         reader.feed(data[start : start + 65536])
     root = reader.close()
     assert len(reader.result().jobs) == 2000
-    # Job elements are freed as they are read: at most the last one stays in the tree.
-    assert len(root[0]) <= 1
+    # Job elements are freed as they are read: only the emptied shell of the last one stays.
+    (job_array,) = root
+    (last,) = job_array
+    assert last.sourceline == 2000 and len(last) == 0
 
 
 @pytest.mark.parametrize(
@@ -210,20 +241,146 @@ def test_external_entity_in_one_byte_chunks_is_refused_before_the_root():
         read_jobs(XXE, chunk=1)
 
 
+SOAP11 = '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">{}</s:Envelope>'
+IPS = "http://www.scene7.com/IpsApi/xsd/2014-04-03"
+
+
 @pytest.mark.parametrize(
-    "document",
+    ("document", "message"),
     [
-        b"",
-        b"<html><body>502 Bad Gateway</body></html>",
-        b"not xml at all",
-        ENVELOPE.format("<jobArray>" + job_xml("a")).encode()[:-40],
-        b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body/></s:Envelope>',
-        b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
-        b'<getCompanyInfoReturn xmlns="http://www.scene7.com/IpsApi/xsd/2014-04-03"/></s:Body></s:Envelope>',
-        b'<s:Envelope xmlns:s="http://example.com/not-soap"><s:Body/></s:Envelope>',
+        (b"", r"incomplete or broken XML: "),
+        (b"<html><body>502 Bad Gateway</body></html>", r"expected a SOAP Envelope, got <html>$"),
+        (b"not xml at all", r"not well-formed XML: .*syntax error: line 1, column 0$"),
+        (SOAP11.format("<s:Body><x></s:Body>").encode(), r"not well-formed XML: Opening and ending tag mismatch: x "),
+        (ENVELOPE.format("<jobArray>" + job_xml("a")).encode()[:-40], r"incomplete or broken XML: "),
+        (SOAP11.format("<s:Body/>").encode(), r"empty SOAP Body$"),
+        (SOAP11.format("<s:Body><!-- nothing --></s:Body>").encode(), r"empty SOAP Body$"),
+        (SOAP11.format("<s:Header/>").encode(), r"SOAP Envelope without exactly one Body$"),
+        (SOAP11.format("<s:Body/><s:Body/>").encode(), r"SOAP Envelope without exactly one Body$"),
+        (
+            SOAP11.format(f'<s:Body><getCompanyInfoReturn xmlns="{IPS}"/></s:Body>').encode(),
+            r"expected <getActiveJobsReturn>, got <getCompanyInfoReturn>$",
+        ),
+        (
+            SOAP11.format('<s:Body><getActiveJobsReturn xmlns="http://example.com/ips"/></s:Body>').encode(),
+            r"expected <getActiveJobsReturn>, got <getActiveJobsReturn>$",
+        ),
+        (
+            b'<s:Envelope xmlns:s="http://example.com/not-soap"><s:Body/></s:Envelope>',
+            r"expected a SOAP Envelope, got <Envelope>$",
+        ),
     ],
-    ids=["empty", "html", "text", "truncated", "empty-body", "wrong-operation", "not-soap"],
+    ids=[
+        "empty", "html", "text", "mismatched-tag", "truncated", "empty-body", "comment-body",
+        "no-body", "two-bodies", "wrong-operation", "not-ips-namespace", "not-soap",
+    ],
 )
-def test_malformed_documents(document):
-    with pytest.raises(MalformedResponse):
+def test_malformed_documents(document, message):
+    with pytest.raises(MalformedResponse, match=f"^{message}"):
         read_jobs(document)
+
+
+def fault(inner: str) -> bytes:
+    return SOAP11.format(f"<s:Body><s:Fault><faultcode>s:Server</faultcode>{inner}</s:Fault></s:Body>").encode()
+
+
+def soap12_fault(inner: str) -> bytes:
+    return (
+        '<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><e:Fault>'
+        f"<e:Code><e:Value>e:Receiver</e:Value></e:Code>{inner}</e:Fault></e:Body></e:Envelope>"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (fault("<faultstring>\n  java.lang.NullPointerException\n</faultstring>"), "java.lang.NullPointerException"),
+        (soap12_fault('<e:Reason><e:Text xml:lang="en"> Server busy </e:Text></e:Reason>'), "Server busy"),
+        (fault(""), "SOAP fault without detail"),
+        (soap12_fault(""), "SOAP fault without detail"),
+        (
+            fault(
+                "<faultstring>denied</faultstring><detail>"
+                '<authenticationFault xmlns="http://example.com/not-ips"><code>10001</code></authenticationFault>'
+                "</detail>"
+            ),
+            "denied",
+        ),
+    ],
+    ids=["soap11-faultstring", "soap12-reason", "soap11-bare", "soap12-bare", "detail-not-ips"],
+)
+def test_fault_without_ips_detail_is_an_api_fault_with_the_soap_reason(document, reason):
+    with pytest.raises(ApiFault) as caught:
+        read_document(document, "getActiveJobs")
+    assert (caught.value.code, caught.value.fault_reason) == (None, reason)
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "reason"),
+    [
+        ("<code> 10002 </code><reason> bad password </reason>", 10002, "bad password"),
+        ("<code>123456789</code><reason>r</reason>", 123456789, "r"),
+        ("<code>1234567890</code><reason>r</reason>", None, "r"),
+        ("<code>ten</code><reason>r</reason>", None, "r"),
+        ("<code>\u0661\u0660</code><reason>r</reason>", None, "r"),
+        ("<code/><reason>r</reason>", None, "r"),
+        ("<code>10001</code>", 10001, ""),
+        ("", None, ""),
+    ],
+    ids=["padded", "nine-digits", "ten-digits", "word", "non-ascii-digits", "empty-code", "no-reason", "no-fields"],
+)
+def test_fault_code_and_reason(fields, code, reason):
+    document = fault(
+        "<faultstring>x</faultstring><detail><!-- Axis -->"
+        f'<authenticationFault xmlns="http://www.scene7.com/IpsApi/xsd">{fields}</authenticationFault></detail>'
+    )
+    with pytest.raises(AuthenticationFault) as caught:
+        read_document(document, "getActiveJobs")
+    assert (caught.value.code, caught.value.fault_reason) == (code, reason)
+
+
+def membership_document(*items: str) -> bytes:
+    body = "".join(f"<items>{item}</items>" for item in items)
+    return SOAP11.format(
+        f'<s:Body><getCompanyMembershipReturn xmlns="{IPS}"><membershipArray>{body}</membershipArray>'
+        "</getCompanyMembershipReturn></s:Body>"
+    ).encode()
+
+
+def test_company_memberships():
+    element = read_document(
+        membership_document(
+            "<company><companyHandle>c|1</companyHandle><name>Example</name><rootPath>Example/</rootPath>"
+            "<expires>2100-12-31T23:00:00.000-06:00</expires></company><role>Admin</role><isActive>true</isActive>",
+            "<company><companyHandle>c|2</companyHandle><name>Other</name></company><isActive>false</isActive>",
+        ),
+        "getCompanyMembership",
+    )
+    expires = datetime(2100, 12, 31, 23, tzinfo=timezone(timedelta(hours=-6)))
+    assert companies_from_membership(element) == [
+        CompanyMembership(
+            company=Company(company_handle="c|1", name="Example", root_path="Example/", expires=expires),
+            role="Admin",
+        ),
+        CompanyMembership(company=Company(company_handle="c|2", name="Other"), is_active=False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("<role>Admin</role>", "CompanyMembership without company"),
+        ("<company><name>Example</name></company><isActive>maybe</isActive>", "invalid CompanyMembership: 2 errors"),
+    ],
+    ids=["no-company", "invalid"],
+)
+def test_broken_company_membership(item, message):
+    element = read_document(membership_document(item), "getCompanyMembership")
+    with pytest.raises(MalformedResponse, match=f"^{re.escape(message)}$"):
+        companies_from_membership(element)
+
+
+def test_active_jobs_answer_needs_a_job_array():
+    check_job_array(read_document(ENVELOPE.format("<jobArray/>").encode(), "getActiveJobs"))
+    with pytest.raises(MalformedResponse, match=r"^getActiveJobsReturn without jobArray$"):
+        check_job_array(read_document(ENVELOPE.format("").encode(), "getActiveJobs"))
