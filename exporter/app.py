@@ -10,7 +10,7 @@ import logging
 import ssl
 from collections.abc import Callable
 
-from exporter.client import IpsClient, RetryPolicy
+from exporter.client import IpsClient, ResponseBudget, RetryPolicy
 from exporter.config import AccountConfig, ConfigError, Settings, parse_shard, split_listen_address
 from exporter.exposition import Exposition
 from exporter.httpserver import HttpServer, host_port
@@ -23,7 +23,7 @@ from exporter.webconfig import WebConfig, load_web_config
 log = logging.getLogger(__name__)
 
 
-def make_client(account: AccountConfig, settings: Settings) -> IpsClient:
+def make_client(account: AccountConfig, settings: Settings, budget: ResponseBudget | None = None) -> IpsClient:
     verify: ssl.SSLContext | bool = True
     if account.insecure_skip_verify:
         log.warning("account %r: TLS certificates of IPS are NOT verified (insecure_skip_verify)", account.name)
@@ -41,6 +41,7 @@ def make_client(account: AccountConfig, settings: Settings) -> IpsClient:
         verify=verify,
         locale=account.locale,
         proxy=account.proxy(),
+        budget=budget,
     )
 
 
@@ -52,7 +53,8 @@ class Exporter:
         web_config = load_web_config(settings.web.config_file) if settings.web.config_file else None
         self.store = Store(max_age=settings.poll.effective_max_age, guard=series_guard(settings.poll.max_series))
         self.exposition = Exposition(self.store, interval=settings.poll.interval)
-        self.accounts = make_accounts(settings)
+        self.budget = ResponseBudget(int(settings.poll.max_total_response_size))
+        self.accounts = make_accounts(settings, self.budget)
         self.poller = make_poller(settings, self.accounts, self.store)
         self.host, port = split_listen_address(settings.web.listen_address)
         self._was_ready = False  # readiness outlives a reload's new poller
@@ -87,7 +89,7 @@ class Exporter:
         if not settings.accounts:
             raise ConfigError(["accounts: no IPS account configured"])
         web_config = load_web_config(settings.web.config_file) if settings.web.config_file else None
-        accounts = make_accounts(settings)  # reads the password files: may refuse
+        accounts = make_accounts(settings, self.budget)  # reads the password files: may refuse
         if settings.web.listen_address != self.settings.web.listen_address:
             log.warning("web.listen_address changed to %s: it takes effect at the next restart",
                         settings.web.listen_address)
@@ -99,6 +101,7 @@ class Exporter:
         self.store.reconfigure({a.name for a in settings.accounts}, max_age=settings.poll.effective_max_age,
                                guard=series_guard(settings.poll.max_series))
         self.exposition.interval = settings.poll.interval
+        self.budget.limit = int(settings.poll.max_total_response_size)
         self._apply_web_config(settings, web_config)
         self.settings, self.accounts = settings, accounts
         self.poller = make_poller(settings, accounts, self.store)
@@ -111,11 +114,12 @@ class Exporter:
         await close_clients(self.accounts)
 
 
-def make_accounts(settings: Settings) -> list[Account]:
-    """One client per account; `ConfigError`, before any client opens, if a password is unreadable."""
+def make_accounts(settings: Settings, budget: ResponseBudget) -> list[Account]:
+    """One client per account, all reading answers within `budget`; `ConfigError`, before any
+    client opens, if a password is unreadable."""
     for account in settings.accounts:
         account.resolve_password(single_account=len(settings.accounts) == 1)
-    return [Account(a.name, make_client(a, settings), tuple(a.companies), password_reader(a))
+    return [Account(a.name, make_client(a, settings, budget), tuple(a.companies), password_reader(a))
             for a in settings.accounts]
 
 

@@ -35,13 +35,32 @@ from exporter.versions import DEFAULT_API_VERSION, ApiVersion
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # A decoded gzip chunk can be a MB of XML, tens of ms of parsing: it is parsed in slices of
 # this size, and the event loop gets a turn once FEED_TURN_SECONDS of parsing is done, so
 # scrapes are served during a poll. (A turn per slice made a big poll wait behind every scrape.)
 FEED_SLICE = 64 * 1024
 FEED_TURN_SECONDS = 0.01
 T = TypeVar("T")
+
+
+class ResponseBudget:
+    """The bytes of IPS answers being read at once, by every client together: what all polls
+    under way may hold in memory. One event loop reads them all, so no lock is needed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.reading = 0
+
+    def take(self, size: int) -> bool:
+        """Reserve `size` more bytes; False, and nothing reserved, if that would pass the limit."""
+        if self.reading + size > self.limit:
+            return False
+        self.reading += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.reading -= size
 
 
 PROXY_REFUSED = "the proxy asks for credentials: give them in proxy_url (http://user:password@proxy:3128)"
@@ -79,11 +98,13 @@ class IpsClient:
         transport: httpx.AsyncBaseTransport | None = None,
         locale: str = "en-US",
         proxy: str | None = None,
+        budget: ResponseBudget | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.version = ApiVersion(api_version)
         self.retry = retry or RetryPolicy()
         self.max_response_bytes = max_response_bytes
+        self.budget = budget or ResponseBudget(max_response_bytes)
         self._auth = AuthHeader(user, password, APP_NAME, __version__, locale)
         self._proxy_password = httpx.URL(proxy).password if proxy else None
         self._http = httpx.AsyncClient(
@@ -211,11 +232,16 @@ class IpsClient:
                     async for chunk in response.aiter_bytes():
                         if loop.time() > deadline:  # a trickle that never trips the read timeout
                             raise IpsTimeout(f"{operation}: answer not complete within the deadline")
-                        received += len(chunk)
-                        if received > self.max_response_bytes:
+                        if received + len(chunk) > self.max_response_bytes:
                             raise OversizedResponse(
                                 f"{operation}: answer larger than {self.max_response_bytes} bytes"
                             )
+                        if not self.budget.take(len(chunk)):
+                            raise OversizedResponse(
+                                f"{operation}: the answers being read together passed "
+                                f"poll.max_total_response_size ({self.budget.limit} bytes)"
+                            )
+                        received += len(chunk)
                         for start in range(0, len(chunk), FEED_SLICE):
                             reader.feed(chunk[start : start + FEED_SLICE])
                             if loop.time() - turn_started > FEED_TURN_SECONDS:
@@ -235,4 +261,6 @@ class IpsClient:
             raise IpsConnectionError(f"{operation}: the proxy failed: {exc}") from None
         except httpx.TransportError as exc:
             raise IpsConnectionError(f"{operation}: {type(exc).__name__}: {exc}") from None
+        finally:
+            self.budget.give(received)  # read into the reader: the parsed jobs are what is left
         return reader

@@ -82,7 +82,7 @@ class AccountConfig(Section):
     companies: list[str] = Field(default_factory=list)
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
-    max_response_size: ByteSize = ByteSize(256 * 1024 * 1024)
+    max_response_size: ByteSize = ByteSize(64 * 1024 * 1024)
     locale: str = Field(default="en-US", pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
     proxy_url: SecretStr | None = None
     proxy_from_environment: bool = False
@@ -148,6 +148,7 @@ class PollConfig(Section):
     max_series: int = Field(default=1_000_000, ge=0)
     discovery_interval: Duration = 900.0
     auth_backoff_max: Duration = 1800.0
+    max_total_response_size: ByteSize = ByteSize(128 * 1024 * 1024)
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> PollConfig:

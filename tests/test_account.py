@@ -7,15 +7,17 @@ import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
 from lxml import etree
 from pydantic import ValidationError
 from servers import simulated
 
-from exporter.client import PROXY_REFUSED, IpsClient
+from exporter.client import PROXY_REFUSED, IpsClient, ResponseBudget
 from exporter.config import AccountConfig, describe_errors
-from exporter.errors import HttpStatusError, Reason
+from exporter.errors import HttpStatusError, OversizedResponse, Reason
 from exporter.soap import IPS_COMMON_NS, AuthHeader, build_envelope
 
 
@@ -142,3 +144,43 @@ async def test_a_proxy_refusing_the_tunnel_to_an_https_endpoint_is_the_same_http
                 await client.get_company_memberships()
         assert str(refused.value) == f"HTTP 407: {PROXY_REFUSED}"
         assert proxy.requests == ["CONNECT ips.example.com:443"]
+
+
+CAPTURE = (Path(__file__).parent / "data" / "captures" / "get_active_jobs-one_publish_job.xml").read_bytes()
+
+
+class HeldStream(httpx.AsyncByteStream):
+    """A real answer in two halves, the second sent only once `release` is set."""
+
+    def __init__(self, release: asyncio.Event | None) -> None:
+        self.release = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        half = len(CAPTURE) // 2
+        yield CAPTURE[:half]
+        if self.release is not None:
+            await self.release.wait()
+        yield CAPTURE[half:]
+
+
+async def test_answers_read_at_once_share_one_budget_and_give_it_back():
+    budget = ResponseBudget(len(CAPTURE) + 100)
+    release = asyncio.Event()
+
+    def client(held: bool) -> IpsClient:
+        transport = httpx.MockTransport(lambda request: httpx.Response(
+            200, headers={"content-type": "text/xml; charset=UTF-8"}, stream=HeldStream(release if held else None)))
+        return IpsClient("http://ips.test/scene7/services/IpsApiService", "u", "p", transport=transport, budget=budget)
+
+    async with client(held=True) as slow, client(held=False) as fast:
+        first = asyncio.create_task(slow.get_active_jobs("111"))
+        while budget.reading == 0:  # the slow answer's first half is in
+            await asyncio.sleep(0.01)
+        with pytest.raises(OversizedResponse) as refused:
+            await fast.get_active_jobs("111")  # alone it would fit; with the other under way it does not
+        assert str(refused.value) == ("getActiveJobs: the answers being read together passed "
+                                      f"poll.max_total_response_size ({len(CAPTURE) + 100} bytes)")
+        release.set()
+        assert len((await first).jobs) == 2  # the capture holds two jobs
+        assert budget.reading == 0
+        assert len((await fast.get_active_jobs("111")).jobs) == 2  # the budget is free again
