@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import pytest
 from servers import (
@@ -427,7 +428,7 @@ async def test_the_password_never_appears_on_any_page(caplog):
 # -- reloading the configuration ----------------------------------------------------------------
 
 
-async def test_reload_keeps_the_companies_that_stay_and_drops_the_others():
+async def test_reload_keeps_the_companies_that_stay_and_drops_the_others(tmp_path):
     async with simulated() as sim:
         settings = settings_for(sim.url)
         async with exporting(settings) as exporter:
@@ -461,6 +462,19 @@ async def test_reload_keeps_the_companies_that_stay_and_drops_the_others():
             with pytest.raises(ConfigError):
                 await exporter.reload(broken)
             assert exporter.poller is poller and exporter.settings is narrowed
+
+            # The web config is read again too: basic auth from now on, probes still open.
+            web = tmp_path / "web.yml"
+            hashed = bcrypt.hashpw(b"scrape-me", bcrypt.gensalt(4)).decode()
+            web.write_text(f"basic_auth_users:\n  prom: {hashed}\n")
+            guarded = narrowed.model_copy(update={"web": narrowed.web.model_copy(update={"config_file": web})})
+            await exporter.reload(guarded)
+            assert (await get(exporter)).status_code == 401
+            assert (await get(exporter, "/healthz")).status_code == 200
+            async with httpx.AsyncClient(auth=("prom", "scrape-me"), timeout=10) as client:
+                assert (await client.get(f"http://127.0.0.1:{exporter.port}/metrics")).status_code == 200
+            await exporter.reload(narrowed)
+            assert (await get(exporter)).status_code == 200
 
             # Another account: the old one's companies go at once, the new one's come.
             renamed = narrowed.model_copy(update={"accounts": [narrowed.accounts[0].model_copy(
