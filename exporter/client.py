@@ -111,7 +111,6 @@ class IpsClient:
             verify=verify,
             transport=transport,
             proxy=proxy,
-            timeout=httpx.Timeout(self.retry.attempt_timeout),
             follow_redirects=False,
             trust_env=False,
         )
