@@ -28,7 +28,8 @@ ENVELOPE_CLOSE = b"</soapenv:Envelope>"
         (
             "getActiveJobs", {"companyHandle": "c|110", "originalName": "Café <&>"}, AUTH,
             b'<soapenv:Header><authHeader xmlns="http://www.scene7.com/IpsApi/xsd"><user>ops@example.com</user>'
-            b"<password>pw</password><appName>scene7-exporter</appName><appVersion>1.2.3</appVersion></authHeader>"
+            b"<password>pw</password><locale>en-US</locale><appName>scene7-exporter</appName>"
+            b"<appVersion>1.2.3</appVersion></authHeader>"
             b'</soapenv:Header><soapenv:Body><getActiveJobsParam xmlns="http://www.scene7.com/IpsApi/xsd/2014-04-03">'
             b"<companyHandle>c|110</companyHandle><originalName>Caf\xc3\xa9 &lt;&amp;&gt;</originalName>"
             b"</getActiveJobsParam></soapenv:Body>",
