@@ -19,7 +19,6 @@ from exporter.errors import FAULT_CLASSES, ApiFault, IpsFault, MalformedResponse
 from exporter.models import ActiveJob, CompanyMembership
 from exporter.soap import (
     SOAP_ENVELOPES,
-    ForbiddenXML,
     PrologGuard,
     child_text,
     hardened_pull_parser,
@@ -59,9 +58,10 @@ class ResponseReader:
     def feed(self, data: bytes) -> None:
         try:
             self._guard.feed(data)
-            self._parser.feed(data)
-        except ForbiddenXML as exc:
+        except ValueError as exc:  # a DTD refused, or broken XML: the guard's message says which
             raise MalformedResponse(str(exc)) from None
+        try:
+            self._parser.feed(data)
         except (ValueError, LookupError, etree.XMLSyntaxError) as exc:
             raise MalformedResponse(f"not well-formed XML: {exc}") from None
         self._drain()

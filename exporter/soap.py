@@ -133,7 +133,10 @@ class PrologGuard:
             self._parser.Parse(data, False)
         except _RootReached:
             self.passed = True
-        except (xml.parsers.expat.ExpatError, LookupError, UnicodeError) as exc:  # LookupError: unknown encoding
+        except ForbiddenXML:
+            raise
+        # LookupError: an unknown encoding; ValueError: one expat cannot read (multi-byte)
+        except (xml.parsers.expat.ExpatError, LookupError, ValueError) as exc:
             raise ValueError(f"not well-formed XML: {exc}") from exc
 
 
