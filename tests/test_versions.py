@@ -87,3 +87,13 @@ async def test_the_client_speaks_every_version_to_a_server_as_strict_as_axis2(ve
             states = [task.known_state.value for job in result.jobs for task in job.task_progress_array]
             truth = [task.state for job in expected for task in job.status(now).tasks]
             assert states == (truth if has.task_state else ["Unknown"] * len(truth))
+
+
+async def test_an_element_the_version_lacks_is_an_api_fault_with_axis2s_words():
+    # What every poll of a default installation got when includeWaitingJobs went to 2014-04-03.
+    async with simulated() as sim, IpsClient(sim.url, "demo@example.com", "demo", api_version="2014-04-03") as client:
+        with pytest.raises(ApiFault) as refused:
+            await client._call("getActiveJobs", {"includeWaitingJobs": "true"})
+    assert refused.value.reason is Reason.API_FAULT and refused.value.code is None
+    assert str(refused.value) == ("ipsApiFault -: org.apache.axis2.databinding.ADBException: Unexpected subelement "
+                                  "{http://www.scene7.com/IpsApi/xsd/2014-04-03}includeWaitingJobs")
