@@ -198,7 +198,8 @@ def companies_from_membership(element: etree._Element) -> list[CompanyMembership
                 raise MalformedResponse("CompanyMembership without company")
             records.append({**record, "company": _leaf_record(company)})
     for array in iter_children(element, "companyArray"):
-        records += [{"company": _leaf_record(item)} for item in iter_children(array, "items")]
+        for item in iter_children(array, "items"):
+            records.append({"company": _leaf_record(item)})
     try:
         return [CompanyMembership.model_validate(record) for record in records]
     except ValidationError as exc:

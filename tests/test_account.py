@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from lxml import etree
 from pydantic import ValidationError
 from servers import simulated
 
-from exporter.client import PROXY_REFUSED, IpsClient, ResponseBudget
+from exporter import __version__
+from exporter.client import PROXY_REFUSED, IpsClient, ResponseBudget, RetryPolicy
 from exporter.config import AccountConfig, describe_errors
-from exporter.errors import HttpStatusError, OversizedResponse, Reason
+from exporter.errors import HttpStatusError, IpsConnectionError, OversizedResponse, Reason
 from exporter.soap import IPS_COMMON_NS, AuthHeader, build_envelope
 
 
@@ -27,6 +29,7 @@ class ForwardProxy:
 
     def __init__(self, credentials: str | None = None) -> None:
         self.credentials = credentials
+        self.refuse_connect = False
         self.requests: list[str] = []
         self.port = 0
 
@@ -36,6 +39,9 @@ class ForwardProxy:
             request_line, *header_lines = head.decode("latin-1").split("\r\n")
             method, target, version = request_line.split(" ")
             self.requests.append(f"{method} {target}")
+            if method == "CONNECT" and self.refuse_connect:
+                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
             headers = [line for line in header_lines if line]
             auth = next((line.split(":", 1)[1].strip() for line in headers
                          if line.lower().startswith("proxy-authorization:")), None)
@@ -184,3 +190,39 @@ async def test_answers_read_at_once_share_one_budget_and_give_it_back():
         assert len((await first).jobs) == 2  # the capture holds two jobs
         assert budget.reading == 0
         assert len((await fast.get_active_jobs("111")).jobs) == 2  # the budget is free again
+
+
+async def test_the_client_sends_its_locale_and_version_and_masks_secrets_in_its_retry_lines(caplog):
+    caplog.set_level(logging.DEBUG, logger="exporter.client")
+    sent: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        # A server whose error page names the password in its content type, of all places.
+        return httpx.Response(503, headers={"content-type": "Pa55-w0rd/html"}, text="busy")
+
+    client = IpsClient("http://ips.test/scene7/services/IpsApiService", "u", "Pa55-w0rd", locale="fr-FR",
+                       transport=httpx.MockTransport(answer),
+                       retry=RetryPolicy(deadline=0.5, initial_backoff=0.01, max_backoff=0.02))
+    async with client:
+        with pytest.raises(HttpStatusError):
+            await client.get_company_memberships()
+    auth = etree.fromstring(sent[0]).find(f".//{{{IPS_COMMON_NS}}}authHeader")
+    assert auth is not None
+    assert (auth.findtext(f"{{{IPS_COMMON_NS}}}locale"), auth.findtext(f"{{{IPS_COMMON_NS}}}appVersion")) == (
+        "fr-FR", __version__)
+    retries = [line for line in caplog.messages if "retrying" in line]
+    assert retries and all("HTTP 503: ***/html" in line for line in retries), retries
+    assert "Pa55-w0rd" not in caplog.text
+
+
+async def test_a_proxy_that_fails_otherwise_is_a_connection_error_naming_the_proxy():
+    async with ForwardProxy(credentials=None).running() as proxy:
+        proxy.refuse_connect = True
+        async with IpsClient("https://ips.example.com/scene7/services/IpsApiService", "u", "p",
+                             proxy=f"http://127.0.0.1:{proxy.port}",
+                             retry=RetryPolicy(deadline=0.3, initial_backoff=0.01, max_backoff=0.02)) as client:
+            with pytest.raises(IpsConnectionError) as failed:
+                await client.get_company_memberships()
+    assert str(failed.value).startswith("getCompanyMembership: the proxy failed: ")
+    assert "502" in str(failed.value)

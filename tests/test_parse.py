@@ -28,7 +28,7 @@ def read_jobs(data: bytes, chunk: int = 0, keep_items: bool = True) -> ResponseR
 
 def test_capture_two_jobs(capture):
     result = read_jobs(capture("get_active_jobs-one_publish_job.xml")).result()
-    assert result.invalid_records == 0
+    assert (result.invalid_records, result.first_invalid) == (0, "")
     upload, publish = result.jobs
     assert (upload.job_type, publish.job_type) == ("UrlUpload", "ImageServingPublish")
     assert upload.company_handle == "111"

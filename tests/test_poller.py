@@ -518,6 +518,7 @@ async def test_refused_credentials_pause_the_account_with_one_probe_per_doubling
     assert other is not None and not other.up and dict(other.errors_total) == {Reason.AUTHENTICATION: 1}
     assert other.last_error == ("authentication: not polled until 2027-01-15T08:01:00+00:00: "
                                 "authenticationFault 10001: Invalid credentials")
+    assert (other.attempted_at, other.poll_duration) == (START, 0.0)  # stamped now, and no call took time
     probes = []
     for pause in (60, 120, 240, 300, 300):  # doubling from the interval, up to auth_backoff_max
         timer.now += pause - 1
@@ -555,7 +556,8 @@ async def test_a_probe_that_passes_ends_the_pause_and_calls_under_way_do_not_ext
     assert "account 'main': IPS accepts the credentials again; polling resumes" in caplog.messages
 
 
-async def test_a_refused_company_pauses_alone():
+async def test_a_refused_company_pauses_alone(caplog):
+    caplog.set_level(logging.INFO, logger="exporter.poller")
     refused = AuthorizationFault(20000, "Invalid company")
     poller, store, client, timer = paused_poller(iter([refused, ActiveJobsResult(()), ActiveJobsResult(())]))
     await poller._poll_company(OTHER)
@@ -567,6 +569,22 @@ async def test_a_refused_company_pauses_alone():
     timer.now += 60
     await poller._poll_company(OTHER)
     assert client.ips_calls == 3 and store.state.company(OTHER).up  # type: ignore[union-attr]
+    assert [line for line in caplog.messages if line.startswith("company 'Bits'")] == [
+        "company 'Bits': IPS refused the access (authorizationFault 20000: Invalid company); no call for it until "
+        "2027-01-15T08:01:00+00:00, then one attempt (pause 60s, doubling up to 300s)",
+        "company 'Bits': IPS accepts the access again; polling resumes",
+    ]
+
+
+async def test_one_probe_at_a_time_when_the_pause_ends():
+    poller, _, client, timer = paused_poller(iter([REFUSED, ActiveJobsResult(()), ActiveJobsResult(())]))
+    await poller._poll_company(TARGET)
+    timer.now += 60
+    # Two companies' polls fall due together: one probes, the other waits for its answer.
+    await asyncio.gather(poller._poll_company(TARGET), poller._poll_company(OTHER))
+    assert client.ips_calls == 2
+    await poller._poll_company(OTHER)  # the probe passed: polling as before
+    assert client.ips_calls == 3
 
 
 async def test_rediscovery_follows_companies_added_and_removed_and_a_failed_one_changes_nothing(caplog):
@@ -632,7 +650,7 @@ async def test_a_new_password_is_used_at_once_and_ends_the_pause(caplog):
     secret = ["Pa55-w0rd"]
     store, timer = Store(max_age=180.0), Timer()
     client = CountingClient(iter([REFUSED, AuthorizationFault(20000, "Invalid company"), ActiveJobsResult(()),
-                                  ActiveJobsResult(())]))
+                                  ActiveJobsResult(()), ActiveJobsResult(())]))
     poller = Poller([Account("main", client, password=lambda: secret[0])], store,  # type: ignore[arg-type]
                     interval=60, timeout=20, clock=lambda: START, timer=timer)
     await poller._poll_company(TARGET)
@@ -647,5 +665,30 @@ async def test_a_new_password_is_used_at_once_and_ends_the_pause(caplog):
     await poller._poll_company(OTHER)
     assert client.ips_calls == 4 and client.password == "N3w-Pa55"
     assert all(store.state.company(t).up for t in (TARGET, OTHER))  # type: ignore[union-attr]
-    assert "account 'main': the password changed; it is used from now on, and the pause after refused " \
-           "credentials ends" in caplog.messages
+    assert caplog.messages[1] == (  # the poller's own default: up to 30 minutes
+        "account 'main': IPS refused the credentials (authenticationFault 10001: Invalid credentials); no call for "
+        "it until 2027-01-15T08:01:00+00:00, then one attempt (pause 60s, doubling up to 1800s)")
+    assert [line for line in caplog.messages if line.startswith("account 'main'")][1:] == [
+        # the probe was refused the company, not the credentials
+        "account 'main': IPS accepts the credentials again; polling resumes",
+        "account 'main': the password changed; it is used from now on, and the pause after refused credentials ends",
+    ]
+    secret[0] = "Th1rd"
+    await poller._poll_company(TARGET)  # no pause to end this time
+    assert caplog.messages[-1] == "account 'main': the password changed; it is used from now on"
+
+
+async def test_a_new_password_ends_only_its_own_accounts_pause():
+    secrets = {"a": "one", "b": "two"}
+    store, timer = Store(), Timer()
+    clients = {name: CountingClient(itertools.repeat(REFUSED)) for name in secrets}
+    accounts = [Account(name, clients[name], password=lambda name=name: secrets[name])  # type: ignore[arg-type, misc]
+                for name in secrets]
+    poller = Poller(accounts, store, interval=60, timeout=20, clock=lambda: START, timer=timer)
+    a, b = CompanyTarget("a", "1", "A"), CompanyTarget("b", "2", "B")
+    await poller._poll_company(a)
+    await poller._poll_company(b)
+    secrets["b"] = "tw0"
+    await poller._poll_company(b)  # b's pause ends: it calls at once
+    await poller._poll_company(a)  # a's stays
+    assert (clients["a"].ips_calls, clients["b"].ips_calls) == (1, 2)
