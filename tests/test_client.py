@@ -533,7 +533,8 @@ async def tls_ips(cert_file: Path, key_file: Path) -> AsyncIterator[str]:
 
 async def test_tls_certificates_are_verified_unless_told_whom_to_trust(tmp_path):
     cert_file, key_file = self_signed_certificate(tmp_path)
-    retry = RetryPolicy(deadline=0.5, attempt_timeout=0.5, initial_backoff=0.01, max_backoff=0.02)
+    # Room for a TLS handshake on a loaded machine (the refused certificate is retried to the deadline).
+    retry = RetryPolicy(deadline=3, attempt_timeout=3, initial_backoff=0.01, max_backoff=0.02)
     async with tls_ips(cert_file, key_file) as url:
         async with IpsClient(url, "ops@example.com", PASSWORD, retry=retry) as client:
             with pytest.raises(IpsConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
