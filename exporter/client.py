@@ -180,12 +180,18 @@ class IpsClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry.deadline
         attempt = 0
+        error: IpsError | None = None
         while True:
+            clipped = deadline - loop.time() < self.retry.attempt_timeout
             try:
                 return await self._attempt(operation, envelope, keep_items, deadline)
             except IpsError as exc:
                 if not exc.retryable:
                     raise
+                if clipped and isinstance(exc, IpsTimeout) and error is not None:
+                    # Only the time left ran out: report what kept failing (a refused
+                    # certificate, a 503), not a timeout IPS never caused.
+                    raise error from None
                 error = exc
             delay = self.retry.backoff(attempt)
             if loop.time() + delay >= deadline:

@@ -561,3 +561,27 @@ async def test_timed_out_polls_do_not_leak_pooled_connections():
             sim.faults.clear()
             result = await client.get_active_jobs(handle)
             assert result.jobs
+
+
+@pytest.mark.parametrize(("unclipped", "expected"), [
+    (httpx.ConnectError("certificate verify failed"), IpsConnectionError),
+    (httpx.ReadTimeout("slow"), IpsTimeout),
+])
+async def test_an_attempt_cut_short_by_the_deadline_reports_what_kept_failing(unclipped, expected):
+    # The last attempt only has what is left of the deadline; if that runs out, the error of the
+    # attempts before it is the reason (a loaded machine turned a refused certificate into `timeout`).
+    tried: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        read_timeout = request.extensions["timeout"]["read"]
+        tried.append(read_timeout)
+        if read_timeout < 0.4:  # the deadline clipped this attempt
+            raise httpx.ReadTimeout("deadline", request=request)
+        raise type(unclipped)(str(unclipped), request=request)
+
+    retry = RetryPolicy(deadline=0.5, attempt_timeout=0.4, initial_backoff=0.001, max_backoff=0.001)
+    async with IpsClient(ENDPOINT, "ops@example.com", PASSWORD, retry=retry,
+                         transport=httpx.MockTransport(answer)) as client:
+        with pytest.raises(expected):
+            await client.get_active_jobs("1")
+    assert tried[0] == 0.4 and tried[-1] < 0.4
