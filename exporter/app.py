@@ -50,7 +50,7 @@ class Exporter:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        web_config = load_web_config(settings.web.config_file) if settings.web.config_file else None
+        web_config = web_config_of(settings)
         self.store = Store(max_age=settings.poll.effective_max_age, guard=series_guard(settings.poll.max_series))
         self.exposition = Exposition(self.store, interval=settings.poll.interval)
         self.budget = ResponseBudget(int(settings.poll.max_total_response_size))
@@ -88,7 +88,7 @@ class Exporter:
         `ConfigError`, with nothing changed, if the new configuration cannot be used."""
         if not settings.accounts:
             raise ConfigError(["accounts: no IPS account configured"])
-        web_config = load_web_config(settings.web.config_file) if settings.web.config_file else None
+        web_config = web_config_of(settings)
         accounts = make_accounts(settings, self.budget)  # reads the password files: may refuse
         if settings.web.listen_address != self.settings.web.listen_address:
             log.warning("web.listen_address changed to %s: it takes effect at the next restart",
@@ -112,6 +112,10 @@ class Exporter:
         await self.poller.stop()
         await self.server.close()
         await close_clients(self.accounts)
+
+
+def web_config_of(settings: Settings) -> WebConfig | None:
+    return load_web_config(settings.web.config_file) if settings.web.config_file else None
 
 
 def make_accounts(settings: Settings, budget: ResponseBudget) -> list[Account]:

@@ -63,6 +63,14 @@ class Pause:
     probing: bool = False
 
 
+def _paused_what(key: str | CompanyTarget, target: CompanyTarget) -> tuple[str, str]:
+    """Who a pause of `key` stops, and what IPS refused: an account (by name) its credentials,
+    a company its access."""
+    if isinstance(key, str):
+        return f"account {target.account!r}", "credentials"
+    return f"company {target.label!r}", "access"
+
+
 def in_shard(handle: str, shard: tuple[int, int] | None) -> bool:
     """Whether this replica polls the company: a stable hash of its handle, modulo TOTAL."""
     if shard is None:
@@ -237,7 +245,7 @@ class Poller:
             pause.probing = False
         self._log_failure(target, reason, message, bug=bug)
         if reason is Reason.AUTHORIZATION:  # the credentials were accepted, the company refused
-            self._end_pause(target.account, f"account {target.account!r}", "credentials")
+            self._end_pause(target.account, target)
         if reason in (Reason.AUTHENTICATION, Reason.AUTHORIZATION):
             self._pause(target, reason, message, at=(started_wall, ended), probe=pause)
         if record:
@@ -256,10 +264,9 @@ class Poller:
         backoff = self.interval if earlier is None else min(2 * earlier.backoff, self.auth_backoff_max)
         next_attempt = datetime.fromtimestamp(at[0] + backoff, UTC).isoformat(timespec="seconds")
         self._paused[key] = Pause(backoff, at[1] + backoff, next_attempt, message)
-        who = f"account {target.account!r}" if isinstance(key, str) else f"company {target.label!r}"
         log.warning("%s: IPS refused the %s (%s); no call for it until %s, then one attempt (pause %gs, "
-                    "doubling up to %gs)", who, "credentials" if isinstance(key, str) else "access", message,
-                    next_attempt, backoff, self.auth_backoff_max)
+                    "doubling up to %gs)", *_paused_what(key, target), message, next_attempt, backoff,
+                    self.auth_backoff_max)
 
     def _read_password(self, account: Account) -> None:
         """A new password is used from the next call on, and ends the account's pauses."""
@@ -275,12 +282,12 @@ class Poller:
                  ", and the pause after refused credentials ends" if paused else "")
 
     def _resume(self, target: CompanyTarget) -> None:
-        self._end_pause(target.account, f"account {target.account!r}", "credentials")
-        self._end_pause(target, f"company {target.label!r}", "access")
+        self._end_pause(target.account, target)
+        self._end_pause(target, target)
 
-    def _end_pause(self, key: str | CompanyTarget, who: str, what: str) -> None:
+    def _end_pause(self, key: str | CompanyTarget, target: CompanyTarget) -> None:
         if self._paused.pop(key, None) is not None:
-            log.info("%s: IPS accepts the %s again; polling resumes", who, what)
+            log.info("%s: IPS accepts the %s again; polling resumes", *_paused_what(key, target))
 
     def _log_failure(
         self, target: CompanyTarget, reason: str, message: str, *, bug: Exception | None = None
