@@ -4,7 +4,9 @@ The exporter polls IPS on an asyncio loop, and serves /metrics from the same loo
 are needed around the metric state. The standard library's servers are thread-based and have no
 defence against slow or idle clients, so this module adds what an exposed exporter needs:
 keep-alive with an idle limit, a deadline for the request head (slow-loris), a head size limit,
-a connection cap, TLS (optionally with client certificates) and exporter-toolkit basic auth.
+TLS (optionally with client certificates) and exporter-toolkit basic auth, and it applies the
+fair shares of `guard` (connections and handshakes per client, password checks per client).
+A connection is read from only once admitted, and, on a TLS port, once a handshake slot is free.
 h11 does all the HTTP parsing and framing; this module only moves bytes and applies policy.
 """
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import h11
 
+from exporter.guard import AuthThrottle, Connection, ConnectionTable, EveryNSeconds, Phase, client_key
 from exporter.webconfig import REALM, BasicAuth
 
 log = logging.getLogger("exporter.httpserver")
@@ -94,9 +97,18 @@ class _Abort(Exception):
     """The connection cannot go on (timeout, protocol error, peer gone): drop it."""
 
 
-@dataclass
-class _ConnState:
-    busy: bool = False
+class _Gate(asyncio.Protocol):
+    """The first protocol of every accepted connection: it stops reading at once, so nothing
+    is read (and, on a TLS port, no handshake buffer is allocated) before the server admits
+    the connection and is ready for it."""
+
+    def __init__(self, admit: Callable[[asyncio.Transport], None]) -> None:
+        self._admit = admit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a stream server's
+        transport.pause_reading()
+        self._admit(transport)
 
 
 class HttpServer:
@@ -117,6 +129,9 @@ class HttpServer:
         header_timeout: float = 10.0,
         idle_timeout: float = 30.0,
         max_connections: int = 512,
+        max_connections_per_client: int = 64,
+        max_handshakes: int = 64,
+        max_handshakes_per_client: int = 8,
     ) -> None:
         self._handler = handler
         self._host = host
@@ -130,10 +145,18 @@ class HttpServer:
         self._max_body_bytes = max_body_bytes
         self._header_timeout = header_timeout
         self._idle_timeout = idle_timeout
-        self._max_connections = max_connections
+        self.connections = ConnectionTable(
+            cap=max_connections, per_client=max_connections_per_client, handshakes_per_client=max_handshakes_per_client
+        )
+        # Each handshake in progress holds a read buffer of asyncio's (256 KiB): bound them.
+        self._handshakes = asyncio.Semaphore(max_handshakes)
+        self.auth_throttle = AuthThrottle()
+        self._tasks: dict[Connection, asyncio.Task[None]] = {}
         self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[None], _ConnState] = {}
         self._closing = False
+        # Hostile clients can make these by the thousand a second: debug lines, and few.
+        self._dropped = EveryNSeconds(log)
+        self._handshake_failed = EveryNSeconds(log)
 
     def configure(
         self,
@@ -150,10 +173,13 @@ class HttpServer:
     async def start(self) -> None:
         """Bind and start accepting; port 0 picks a free port. An empty host is every interface
         of both address families, on one port, as Go's `:port`."""
+        loop = asyncio.get_running_loop()
         if self._host:
-            self._server = await asyncio.start_server(self._on_connect, self._host, self._port, reuse_address=True)
+            self._server = await loop.create_server(
+                lambda: _Gate(self._admit), self._host, self._port, reuse_address=True
+            )
         else:
-            self._server = await asyncio.start_server(self._on_connect, sock=_every_interface(self._port))
+            self._server = await loop.create_server(lambda: _Gate(self._admit), sock=_every_interface(self._port))
         self._port = int(self._server.sockets[0].getsockname()[1])
         log.info(
             "listening on %s (%s)",
@@ -171,10 +197,10 @@ class HttpServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        for task, state in list(self._connections.items()):
-            if not state.busy:
-                task.cancel()
-        pending = set(self._connections)
+        for connection in list(self.connections):
+            if connection.phase is not Phase.BUSY:
+                connection.close()
+        pending = set(self._tasks.values())
         if pending:
             _, still_running = await asyncio.wait(pending, timeout=_CLOSE_GRACE)
             for task in still_running:
@@ -186,45 +212,96 @@ class HttpServer:
                 async with asyncio.timeout(_CLOSE_GRACE):
                     await self._server.wait_closed()
             self._server = None
+        self.auth_throttle.close()
 
     # -- connection handling -------------------------------------------------------------
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is None or self._closing or len(self._connections) >= self._max_connections:
-            log.debug("connection refused: %d connections open", len(self._connections))
-            writer.transport.abort()
+    def _admit(self, transport: asyncio.Transport) -> None:
+        """A new connection: make room for it (see `guard`), or drop it at once."""
+        peer = _peer(transport)
+        phase = Phase.HANDSHAKE if self._ssl_context is not None else Phase.WAITING
+        task: asyncio.Task[None] | None = None
+
+        def close() -> None:
+            transport.abort()
+            if task is not None:
+                task.cancel()
+
+        client = client_key(peer[0] if peer else "")
+        connection = None if self._closing else self.connections.admit(client, phase, close)
+        if connection is None:
+            log.debug("connection from %s refused: %d connections open, none idle",
+                      _fmt_client(peer), len(self.connections))
+            transport.abort()
             return
-        state = _ConnState()
-        self._connections[task] = state
+        task = asyncio.get_running_loop().create_task(self._connection(transport, connection, peer))
+        self._tasks[connection] = task
+
+    async def _connection(
+        self, transport: asyncio.Transport, connection: Connection, peer: tuple[str, int] | None
+    ) -> None:
+        writer: asyncio.StreamWriter | None = None
         try:
-            await self._serve_connection(reader, writer, state)
-        except (_Abort, ConnectionError, TimeoutError):
-            pass
+            deadline = asyncio.get_running_loop().time() + self._header_timeout
+            reader, writer = await self._streams(transport, peer, deadline)
+            connection.phase = Phase.WAITING
+            await self._serve_connection(reader, writer, connection, peer, deadline)
+        except _Abort as exc:  # explained where it was raised, if it needs to be
+            _forget_traceback(exc)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError too: a corrupt record
+            self._dropped.debug("connection from %s dropped: %s", _fmt_client(peer), exc or type(exc).__name__)
+            _forget_traceback(exc)
         except asyncio.CancelledError:
-            # Only close() cancels; asyncio's stream callback would log a cancelled task.
+            # Only close() and making room cancel; asyncio would log a cancelled task.
             pass
-        except Exception:
+        except Exception as exc:
             log.exception("unexpected error on an HTTP connection")
+            _forget_traceback(exc)
         finally:
-            del self._connections[task]
-            await _shut(writer)
+            self.connections.remove(connection)
+            del self._tasks[connection]
+            if writer is not None:
+                await _shut(writer)
+            transport.abort()
+
+    async def _streams(
+        self, transport: asyncio.Transport, peer: tuple[str, int] | None, deadline: float
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Reader and writer over the connection, TLS established first on a TLS port."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        if self._ssl_context is None:
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            transport.resume_reading()
+            return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+        try:
+            async with asyncio.timeout_at(deadline), self._handshakes:
+                tls = await loop.start_tls(
+                    transport,
+                    protocol,
+                    self._ssl_context,
+                    server_side=True,
+                    ssl_handshake_timeout=max(deadline - loop.time(), 0.1),
+                )
+        except (OSError, TimeoutError) as exc:
+            self._handshake_failed.debug("TLS handshake with %s failed: %s", _fmt_client(peer), exc or "timeout")
+            _forget_traceback(exc)
+            raise _Abort from None
+        if tls is None:  # the transport closed meanwhile
+            raise _Abort
+        protocol.connection_made(tls)
+        return reader, asyncio.StreamWriter(tls, protocol, reader, loop)
 
     async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: _ConnState
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        connection: Connection,
+        client: tuple[str, int] | None,
+        deadline: float,
     ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._header_timeout
-        client = _peer(writer)
-        if self._ssl_context is not None:
-            # TLS is started here rather than by start_server so that the connection cap applies
-            # before the handshake and handshake failures are ours to log.
-            try:
-                async with asyncio.timeout_at(deadline + 1):
-                    await writer.start_tls(self._ssl_context, ssl_handshake_timeout=self._header_timeout)
-            except (OSError, TimeoutError) as exc:
-                log.debug("TLS handshake with %s failed: %s", _fmt_client(client), exc)
-                return
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header_bytes)
         first = True
         while not self._closing:
@@ -232,9 +309,9 @@ class HttpServer:
             if request is None:
                 return
             first = False
-            state.busy = True
+            connection.phase = Phase.BUSY
             await self._respond(conn, reader, writer, request, client)
-            state.busy = False
+            connection.phase = Phase.WAITING
             if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                 conn.start_next_cycle()
             else:
@@ -313,16 +390,11 @@ class HttpServer:
         if body is None:
             return
 
-        if (
-            self._basic_auth is not None
-            and path not in self._auth_exempt_paths
-            and not await asyncio.to_thread(self._basic_auth.check, headers.get("authorization"))
-        ):
-            response = Response(
-                401,
-                b"Unauthorized\n",
-                headers=(("www-authenticate", f'Basic realm="{REALM}"'),),
-            )
+        refusal = None
+        if self._basic_auth is not None and path not in self._auth_exempt_paths:
+            refusal = await self._authenticate(self._basic_auth, headers.get("authorization"), client)
+        if refusal is not None:
+            response = refusal
         elif method not in self._methods:
             response = Response(405, b"Method Not Allowed\n", headers=(("allow", self._allow),))
         else:
@@ -333,6 +405,28 @@ class HttpServer:
                 log.exception("handler failed for %s %s", method, path)
                 response = Response(500, b"Internal Server Error\n")
         await self._send_response(conn, writer, response, head_only=head)
+
+    async def _authenticate(
+        self, basic_auth: BasicAuth, authorization: str | None, client: tuple[str, int] | None
+    ) -> Response | None:
+        """None if the request may go on, else the answer: 401, or 429 when the client has
+        used its share of password checks (see `guard`)."""
+        unauthorized = Response(401, b"Unauthorized\n", headers=(("www-authenticate", f'Basic realm="{REALM}"'),))
+        credentials = basic_auth.credentials(authorization)
+        if credentials is None:
+            return unauthorized  # nothing to check: costs nothing
+        key = client_key(client[0] if client else "")
+        wait = self.auth_throttle.retry_after(key)
+        if wait is None:
+            if basic_auth.remembered(credentials):
+                return None
+            self.auth_throttle.spend(key)
+            verdict = await self.auth_throttle.run(lambda: basic_auth.verify(credentials))
+            if verdict is not None:
+                return None if verdict else unauthorized
+            wait = 1
+        log.debug("answering 429 to %s: too many password checks", _fmt_client(client))
+        return Response(429, b"Too Many Requests\n", headers=(("retry-after", str(wait)),))
 
     async def _read_body(
         self,
@@ -538,8 +632,20 @@ def _split_target(target: str) -> tuple[str, dict[str, list[str]]]:
     )
 
 
-def _peer(writer: asyncio.StreamWriter) -> tuple[str, int] | None:
-    peer = writer.get_extra_info("peername")
+def _forget_traceback(exc: BaseException) -> None:
+    """Drop the frames an exception holds: asyncio's stream and TLS objects keep the exception
+    that ended them, and its frames keep those objects, a cycle that would hold every dropped
+    connection's buffers until a full garbage collection."""
+    chain: BaseException | None = exc
+    for _ in range(8):  # a chain is short; a bound in case one loops
+        if chain is None:
+            return
+        chain.__traceback__ = None
+        chain = chain.__cause__ or chain.__context__
+
+
+def _peer(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+    peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return None

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from exporter.config import split_listen_address
+from exporter.guard import Phase
 from exporter.httpserver import HttpServer, Request, Response
 from exporter.webconfig import BasicAuth
 
@@ -259,19 +260,25 @@ async def test_pipelined_requests_are_answered_in_order(server: HttpServer) -> N
     writer.close()
 
 
-async def test_many_concurrent_connections(server: HttpServer) -> None:
+async def test_many_concurrent_connections() -> None:
+    # One client's share is 64 connections by default; this is about the server's concurrency.
+    server = await started(max_connections_per_client=256)
+
     async def one(i: int) -> bytes:
         return await raw_exchange(
             server.port, f"GET /echo?i={i} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode()
         )
 
-    results = await asyncio.gather(*(one(i) for i in range(200)))
+    try:
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+    finally:
+        await server.close()
     for i, data in enumerate(results):
         assert data.startswith(b"HTTP/1.1 200")
         assert data.endswith(f"GET i={i} ua=\n".encode())
 
 
-async def test_connections_over_the_cap_are_closed_at_once() -> None:
+async def test_a_newcomer_at_the_cap_closes_the_oldest_idle_connection() -> None:
     srv = await started(max_connections=3)
     try:
         held = []
@@ -280,24 +287,43 @@ async def test_connections_over_the_cap_are_closed_at_once() -> None:
             writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             await read_response(reader)  # served, and kept alive
             held.append((reader, writer))
-        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        # Closed unanswered: not queued until a held connection's idle timeout (30 s) frees a slot.
-        async with asyncio.timeout(5):
-            try:
-                data = await reader.read(-1)
-            except ConnectionError:
-                data = b""
-        assert data == b""
-        writer.close()
-
-        held[0][1].close()
-        await held[0][1].wait_closed()
-        await asyncio.sleep(0.1)
-        ok = await raw_exchange(srv.port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        # Served at once, not queued until a held connection's idle timeout (30 s) frees a slot.
+        ok = await raw_exchange(srv.port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", timeout=2)
         assert ok.startswith(b"HTTP/1.1 200")
-        for _, w in held[1:]:
-            w.close()
+        async with asyncio.timeout(2):
+            assert await held[0][0].read() == b""  # the oldest idle one made room
+        for reader, writer in held[1:]:
+            writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            status, _ = await read_response(reader)
+            assert status.startswith(b"HTTP/1.1 200")
+        assert (len(srv.connections), srv.connections.evicted, srv.connections.refused) == (2, 1, 0)
+        for _, writer in held:
+            writer.close()
+    finally:
+        await srv.close()
+
+
+async def test_a_newcomer_is_refused_only_when_every_connection_is_busy() -> None:
+    release = asyncio.Event()
+
+    async def blocking(request: Request) -> Response:
+        await release.wait()
+        return Response(200, b"done\n")
+
+    srv = HttpServer(blocking, "127.0.0.1", 0, max_connections=2)
+    await srv.start()
+    try:
+        busy = [asyncio.create_task(raw_exchange(srv.port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"))
+                for _ in range(2)]
+        while sum(c.phase is Phase.BUSY for c in srv.connections) < 2:
+            await asyncio.sleep(0.01)
+        async with asyncio.timeout(2):
+            refused = await raw_exchange(srv.port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert refused == b""
+        assert srv.connections.refused == 1
+        release.set()
+        for answer in await asyncio.gather(*busy):
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"done\n")
     finally:
         await srv.close()
 
