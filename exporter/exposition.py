@@ -3,9 +3,11 @@
 The State only changes when a poll ends, so the text (0.0.4 or OpenMetrics, plain or gzip) is
 rendered by prometheus-client's own encoders once per State and kept. Rendering runs in a worker
 thread, off the event loop. The exposition subscribes to the store: the variants scrapers asked
-for are rendered as soon as the store publishes a new State; a scrape only renders itself for a
-variant nobody asked for before, or when a company went stale since the bytes were made.
-`?name[]=` filtering is rare and rendered on demand.
+for recently are rendered as soon as the store publishes a new State; a scrape only renders itself
+for a variant nobody asked for recently, or when a company went stale since the bytes were made.
+A variant nobody asked for within `max(FORGET_VARIANT_AFTER, 3 polls)` is forgotten at the next
+render, its bytes with it: a one-off request in an odd format costs a few renders, not one at
+every poll for ever. `?name[]=` filtering is rare and rendered on demand.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 # Level 1 costs a fifth of level 9 here for bodies about a third larger: scrapes are on a LAN.
 GZIP_LEVEL = 1
 MAX_VARIANTS = 8
+# Seconds (or three poll intervals, if longer) after which a variant nobody asked for is forgotten.
+# Prometheus scrapes every 15 s to 1 min: several scrape intervals keep every real scraper's variant
+# warm, and a variant a client asked for once is rendered at a few publishes at most.
+FORGET_VARIANT_AFTER = 300.0
 
 
 Encoder = Callable[[Collector], bytes]
@@ -84,7 +90,7 @@ class Exposition:
             OPENMETRICS_1_0_0: openmetrics_format.generate_latest,
         }
         self._cache: dict[Variant, Rendered] = {}
-        self._wanted: set[Variant] = set()
+        self._wanted: dict[Variant, float] = {}  # when each variant was last asked for
         self._lock = asyncio.Lock()
         self._renderer: asyncio.Task[None] | None = None
         self._dirty = False
@@ -144,11 +150,11 @@ class Exposition:
 
     async def body(self, variant: Variant, names: Sequence[str] = ()) -> bytes:
         """The bytes for a scrape, from memory. While a newer State is being rendered the
-        scrape gets the previous one, whole; only a variant never asked for before waits."""
+        scrape gets the previous one, whole; only a variant not asked for recently waits."""
         now = self.clock()
         if names:
             return await asyncio.to_thread(self.render, self.store.state, variant, now, names)
-        self._wanted.add(variant)
+        self._wanted[variant] = now
         state = self.store.state
         body = self._current(variant, state, state.stale_labels(now))
         if body is not None:
@@ -158,7 +164,10 @@ class Exposition:
             self.refresh()
             return cached.body
         await self._render_wanted()
-        return self._cache[variant].body
+        cached = self._cache.get(variant)
+        if cached is None:  # forgotten while it waited: the clock stepped past the window
+            return await asyncio.to_thread(self.render, self.store.state, variant, now)
+        return cached.body
 
     def refresh(self) -> None:
         """Start rendering the current State in the background; a poll never waits for it.
@@ -187,6 +196,7 @@ class Exposition:
     async def _render_wanted(self) -> None:
         async with self._lock:  # one render at a time; a waiter finds the work done
             now = self.clock()
+            self._forget_unasked(now)
             state = self.store.state
             stale = state.stale_labels(now)
             todo = [v for v in self._wanted if self._current(v, state, stale) is None]
@@ -195,3 +205,9 @@ class Exposition:
             rendered = await asyncio.to_thread(self._render_many, state, todo, now)
             for variant, body in rendered.items():
                 self._cache[variant] = Rendered(state.generation, stale, body)
+
+    def _forget_unasked(self, now: float) -> None:
+        """Drop the variants nobody asked for within the window, and their bytes."""
+        since = now - max(FORGET_VARIANT_AFTER, 3 * self.interval)
+        self._wanted = {variant: asked for variant, asked in self._wanted.items() if asked >= since}
+        self._cache = {variant: rendered for variant, rendered in self._cache.items() if variant in self._wanted}

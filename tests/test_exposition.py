@@ -231,3 +231,115 @@ def test_a_state_published_outside_the_event_loop_is_rendered_by_the_next_scrape
     exposition = Exposition(store, interval=60, clock=lambda: NOW)
     poll(store, "b_1")  # no running loop: nothing starts
     assert b'job_name="b_1"' in asyncio.run(exposition.body(PLAIN))
+
+
+# --- variants nobody asks for any more --------------------------------------------------------
+
+
+def odd_variants(exposition: Exposition) -> list[Variant]:
+    """The fourteen variants besides text 0.0.4 a client can make us keep: seven content types, plain and gzip."""
+    accepts = ["application/openmetrics-text", *(f"application/openmetrics-text; version=1.0.{p}" for p in range(6))]
+    variants = [exposition.negotiate(accept, encoding) for accept in accepts for encoding in (None, "gzip")]
+    assert len(set(variants)) == 14 and TEXT_0_0_4 not in {variant.content_type for variant in variants}
+    return variants
+
+
+def record_renders(monkeypatch: pytest.MonkeyPatch, exposition: Exposition) -> list[set[Variant]]:
+    """The variants of every render from now on (`?name[]=` aside), one set per render."""
+    renders: list[set[Variant]] = []
+    render_many = exposition._render_many
+
+    def recording(state, variants, now, names=()):
+        renders.append(set(variants))
+        return render_many(state, variants, now, names)
+
+    monkeypatch.setattr(exposition, "_render_many", recording)
+    return renders
+
+
+async def test_a_publish_renders_only_the_variants_asked_for_in_the_last_five_minutes_and_drops_the_others(
+    monkeypatch,
+):
+    now = [NOW]
+    store = polled("a_1")
+    exposition = Exposition(store, interval=60, clock=lambda: now[0])
+    odd = odd_variants(exposition)
+    for variant in [PLAIN, *odd]:  # one scraper, and a client that asks once for everything else
+        await exposition.body(variant)
+    renders = record_renders(monkeypatch, exposition)
+    for minute in range(1, 8):  # a poll a minute, and the scraper after each
+        now[0] = NOW + 60 * minute
+        poll(store, f"j_{minute}", at=now[0])
+        await exposition.settle()
+        assert f'job_name="j_{minute}"'.encode() in await exposition.body(PLAIN)
+    # Asked for 300 s ago is still recent; from the sixth minute on, only the scraper's variant is rendered.
+    assert renders == [{PLAIN, *odd}] * 5 + [{PLAIN}] * 2
+    assert set(exposition._cache) == set(exposition._wanted) == {PLAIN}
+
+
+async def test_a_variant_asked_for_again_within_the_window_stays_warm(monkeypatch):
+    now = [NOW]
+    store = polled("a_1")
+    exposition = Exposition(store, interval=60, clock=lambda: now[0])
+    await exposition.body(PLAIN)
+    await exposition.body(GZIP)
+    now[0] = NOW + 240
+    poll(store, "b_1", at=now[0])
+    await exposition.settle()
+    await exposition.body(GZIP)  # asked for again; PLAIN is not
+    renders = record_renders(monkeypatch, exposition)
+    now[0] = NOW + 480
+    poll(store, "c_1", at=now[0])
+    await exposition.settle()
+    assert renders == [{GZIP}]
+    body = await exposition.body(GZIP)  # ready: served without a render
+    assert renders == [{GZIP}]
+    assert b'job_name="c_1"' in gzip.decompress(body)
+
+
+async def test_a_forgotten_variant_asked_for_again_renders_on_demand_and_is_kept_again(monkeypatch):
+    now = [NOW]
+    store = polled("a_1")
+    exposition = Exposition(store, interval=60, clock=lambda: now[0])
+    openmetrics = exposition.negotiate("application/openmetrics-text", None)
+    await exposition.body(openmetrics)
+    for minute in range(1, 7):
+        now[0] = NOW + 60 * minute
+        poll(store, f"j_{minute}", at=now[0])
+        await exposition.settle()
+        await exposition.body(PLAIN)
+    assert openmetrics not in exposition._cache  # forgotten at the sixth minute's render
+    renders = record_renders(monkeypatch, exposition)
+    body = await exposition.body(openmetrics)
+    assert renders == [{openmetrics}]
+    assert body.endswith(b"# EOF\n") and b'job_name="j_6"' in body and b'job_name="j_5"' not in body
+    assert body == exposition.render(store.state, openmetrics, now[0])
+    renders.clear()
+    now[0] += 60
+    poll(store, "j_7", at=now[0])
+    await exposition.settle()
+    assert renders == [{PLAIN, openmetrics}]
+
+
+@pytest.mark.parametrize(("interval", "window"), [(60, 300), (150, 450), (200, 600)])
+async def test_a_variant_is_forgotten_once_not_asked_for_in_five_minutes_or_three_polls_if_longer(interval, window):
+    now = [NOW]
+    store = Store(max_age=3600.0)
+    poll(store, "a_1")
+    exposition = Exposition(store, interval=60, clock=lambda: now[0])
+    exposition.interval = interval  # as a reload of the configuration sets it
+    await exposition.body(GZIP)
+    for elapsed, kept in ((window, True), (window + 1, False)):
+        now[0] = NOW + elapsed
+        poll(store, "a_1", at=now[0])
+        await exposition.settle()
+        assert (GZIP in exposition._cache) is (GZIP in exposition._wanted) is kept
+
+
+async def test_a_variant_forgotten_while_it_waits_for_its_render_still_gets_its_bytes():
+    readings = [NOW, NOW + 3600]  # the wall clock steps an hour on while the scrape waits for the render
+    store = polled("a_1")
+    exposition = Exposition(store, interval=60, clock=lambda: readings.pop(0) if len(readings) > 1 else readings[0])
+    body = await exposition.body(PLAIN)
+    assert body == exposition.render(store.state, PLAIN, NOW)
+    assert b'job_name="a_1"' in body and PLAIN not in exposition._cache
