@@ -237,6 +237,12 @@ class HttpServer:
         task = asyncio.get_running_loop().create_task(self._connection(transport, connection, peer))
         self._tasks[connection] = task
 
+        def forget(_: asyncio.Task[None]) -> None:  # also when cancelled before it ever ran
+            self.connections.remove(connection)
+            del self._tasks[connection]
+
+        task.add_done_callback(forget)
+
     async def _connection(
         self, transport: asyncio.Transport, connection: Connection, peer: tuple[str, int] | None
     ) -> None:
@@ -258,8 +264,6 @@ class HttpServer:
             log.exception("unexpected error on an HTTP connection")
             _forget_traceback(exc)
         finally:
-            self.connections.remove(connection)
-            del self._tasks[connection]
             if writer is not None:
                 await _shut(writer)
             transport.abort()

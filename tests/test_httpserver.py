@@ -303,6 +303,23 @@ async def test_a_newcomer_at_the_cap_closes_the_oldest_idle_connection() -> None
         await srv.close()
 
 
+async def test_connections_displaced_before_they_ever_ran_leave_nothing_behind() -> None:
+    srv = await started(max_connections_per_client=3)
+    try:
+        opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", srv.port) for _ in range(100)))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(srv.connections) <= 3 and len(srv._tasks) <= 3:
+                break
+        assert len(srv.connections) == len(srv._tasks) == 3
+        assert srv.connections.evicted == 97
+        for _, writer in opened:
+            writer.close()
+    finally:
+        await srv.close()
+    assert len(srv.connections) == len(srv._tasks) == 0
+
+
 async def test_a_newcomer_is_refused_only_when_every_connection_is_busy() -> None:
     release = asyncio.Event()
 
