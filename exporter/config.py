@@ -29,10 +29,10 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
-    YamlConfigSettingsSource,
 )
 
 from exporter import DEFAULT_PORT
@@ -41,6 +41,11 @@ from exporter.versions import DEFAULT_API_VERSION
 ENV_PREFIX = "SCENE7_EXPORTER_"
 PASSWORD_ENV = ENV_PREFIX + "PASSWORD"
 DEFAULT_ENDPOINT = "https://s7sps1apissl.scene7.com/scene7/services/IpsApiService"
+
+# The most read of a file named in the configuration: a file the exporter reads whole must not
+# take its memory when it is the wrong file (a disk image, /dev/zero).
+CONFIG_FILE_LIMIT = 1024 * 1024  # --config.file and --web.config.file
+PASSWORD_FILE_LIMIT = 4 * 1024
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -123,13 +128,21 @@ class AccountConfig(Section):
     def resolve_password(self, single_account: bool) -> str:
         """The password from `password_file`, `password`, or SCENE7_EXPORTER_PASSWORD."""
         if self.password_file is not None:
+            where = f"accounts[{self.name}].password_file: "
             try:
-                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+                content = read_limited(self.password_file, PASSWORD_FILE_LIMIT)
             except OSError as exc:
                 raise ConfigError(
-                    [f"accounts[{self.name}].password_file: cannot read {self.password_file}: "
-                     f"{exc.strerror}; fix the path or the file's permissions"]
+                    [f"{where}cannot read {self.password_file}: {exc.strerror}; "
+                     "fix the path or the file's permissions"]
                 ) from None
+            if content is None:
+                raise ConfigError([f"{where}{self.password_file} is larger than {size_text(PASSWORD_FILE_LIMIT)}; "
+                                   "it should hold only the password"])
+            try:
+                return content.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise ConfigError([f"{where}{self.password_file} is not UTF-8 text"]) from None
         if self.password is not None:
             return self.password.get_secret_value()
         env = os.environ.get(PASSWORD_ENV)
@@ -239,10 +252,22 @@ class ConfigError(Exception):
         super().__init__("; ".join(problems))
 
 
+def read_limited(path: Path, limit: int) -> bytes | None:
+    """The content of `path`, or None if it holds more than `limit` bytes. One read of at most
+    `limit` + 1 bytes, never the size `stat` reports: that is 0 for /dev/zero or a FIFO."""
+    with path.open("rb") as file:
+        content = file.read(limit + 1)
+    return None if len(content) > limit else content
+
+
+def size_text(limit: int) -> str:
+    """4096 as "4 KiB", 1048576 as "1 MiB"."""
+    return f"{limit // 1024 // 1024} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the file (if any), the environment and `overrides` (from flags)."""
-    if config_file is not None and not config_file.is_file():
-        raise ConfigError([f"--config.file: {config_file} does not exist or is not a file"])
+    file_data = None if config_file is None else read_config_file(config_file)
 
     class FileSettings(Settings):
         @classmethod
@@ -255,8 +280,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-            if config_file is not None:
-                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            if file_data is not None:
+                sources.append(InitSettingsSource(settings_cls, init_kwargs=file_data))
             return tuple(sources)
 
     try:
@@ -265,14 +290,28 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(describe_errors(exc)) from None
     except SettingsError as exc:  # an environment variable that is not JSON where JSON is needed
         raise ConfigError([str(exc)]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{config_file}: not valid YAML{yaml_position(exc)}"]) from None
-    except (TypeError, ValueError):  # YAML, but a scalar or a list
-        raise ConfigError(
-            [f"{config_file}: not a mapping of settings; see the configuration reference in README.md"]
-        ) from None
+
+
+def read_config_file(config_file: Path) -> dict[str, Any]:
+    """The settings in the YAML file, read once and at most `CONFIG_FILE_LIMIT` bytes of it."""
+    if not config_file.is_file():
+        raise ConfigError([f"--config.file: {config_file} does not exist or is not a file"])
+    try:
+        content = read_limited(config_file, CONFIG_FILE_LIMIT)
     except OSError as exc:
         raise ConfigError([f"{config_file}: cannot read it ({exc.strerror or exc})"]) from None
+    if content is None:
+        raise ConfigError([f"{config_file}: larger than {size_text(CONFIG_FILE_LIMIT)}, far more than "
+                           "any configuration; check --config.file"])
+    try:
+        data = yaml.safe_load(content.decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError([f"{config_file}: not UTF-8 text"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{config_file}: not valid YAML{yaml_position(exc)}"]) from None
+    if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):  # a scalar, a list, `1: x`
+        raise ConfigError([f"{config_file}: not a mapping of settings; see the configuration reference in README.md"])
+    return data
 
 
 def yaml_position(exc: yaml.YAMLError) -> str:

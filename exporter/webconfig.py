@@ -46,7 +46,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.config import ConfigError, describe_errors, yaml_position
+from exporter.config import CONFIG_FILE_LIMIT, ConfigError, describe_errors, read_limited, size_text, yaml_position
 
 log = logging.getLogger("exporter.webconfig")
 
@@ -298,9 +298,14 @@ def load_web_config(path: str | Path) -> WebConfig:
     path = Path(path)
     where = f"web config file {path}: "
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = read_limited(path, CONFIG_FILE_LIMIT)
     except OSError as exc:
         raise ConfigError([f"--web.config.file: cannot read {path} ({exc.strerror or exc})"]) from None
+    if content is None:
+        raise ConfigError([f"{where}larger than {size_text(CONFIG_FILE_LIMIT)}, far more than any web "
+                           "configuration; check --web.config.file"])
+    try:
+        data = yaml.safe_load(content.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError([f"{where}not UTF-8 text"]) from None
     except yaml.YAMLError as exc:

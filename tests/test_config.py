@@ -140,6 +140,8 @@ def test_password_is_never_echoed(tmp_path, password, problem):
         ("987654321\n", "not a mapping of settings; see the configuration reference in README.md"),
         ("hunter2\n", "not a mapping of settings; see the configuration reference in README.md"),
         ("- 987654321\n", "not a mapping of settings; see the configuration reference in README.md"),
+        ("1: x\n", "not a mapping of settings; see the configuration reference in README.md"),
+        ("{log: {level: info}, 2: y}\n", "not a mapping of settings; see the configuration reference in README.md"),
     ],
 )
 def test_a_file_that_is_not_a_yaml_mapping_is_one_line_without_its_content(tmp_path, text, problem):
@@ -212,6 +214,60 @@ def test_password_file_loses_only_its_line_break(tmp_path, content, password):
     secret.write_bytes(content.encode("utf-8"))
     account = AccountConfig(user="u", password_file=secret)
     assert account.resolve_password(single_account=False) == password
+
+
+@pytest.mark.parametrize(("size", "accepted"), [(4095, True), (4096, True), (4097, False)])
+def test_a_password_file_holds_at_most_4_kib(tmp_path, size, accepted):
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"p" * size)
+    account = AccountConfig(name="main", user="u", password_file=secret)
+    if accepted:
+        assert account.resolve_password(single_account=False) == "p" * size
+        return
+    with pytest.raises(ConfigError) as caught:
+        account.resolve_password(single_account=False)
+    assert caught.value.problems == [
+        f"accounts[main].password_file: {secret} is larger than 4 KiB; it should hold only the password"
+    ]
+
+
+def test_an_endless_password_file_is_refused_after_4_kib():
+    # /dev/zero, like a FIFO, reports a size of 0: only a bounded read tells.
+    account = AccountConfig(name="main", user="u", password_file=Path("/dev/zero"))
+    with pytest.raises(ConfigError) as caught:
+        account.resolve_password(single_account=False)
+    assert caught.value.problems == [
+        "accounts[main].password_file: /dev/zero is larger than 4 KiB; it should hold only the password"
+    ]
+
+
+def test_a_password_file_that_is_not_utf8(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"p\xe4ssw\xf6rd\n")
+    with pytest.raises(ConfigError) as caught:
+        AccountConfig(name="main", user="u", password_file=secret).resolve_password(single_account=False)
+    assert caught.value.problems == [f"accounts[main].password_file: {secret} is not UTF-8 text"]
+
+
+@pytest.mark.parametrize(("extra", "accepted"), [(-1, True), (0, True), (1, False)])
+def test_a_config_file_holds_at_most_1_mib(tmp_path, extra, accepted):
+    head = "log: {level: debug}\n#"
+    path = write(tmp_path, head + "x" * (1024 * 1024 - len(head) - 1 + extra) + "\n")
+    assert path.stat().st_size == 1024 * 1024 + extra
+    if accepted:
+        assert load_settings(path).log.level == "debug"
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert caught.value.problems == [f"{path}: larger than 1 MiB, far more than any configuration; check --config.file"]
+
+
+def test_a_config_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "config.yml"
+    path.write_bytes(b"log: {level: d\xe9bug}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert caught.value.problems == [f"{path}: not UTF-8 text"]
 
 
 NO_PASSWORD = ("accounts[default]: no password; set password_file (Docker or Kubernetes secret) "

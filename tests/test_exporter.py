@@ -33,6 +33,7 @@ from servers import (
 )
 from support import Samples, family, parse_samples, value
 
+from exporter.app import password_reader
 from exporter.client import IpsClient
 from exporter.config import AccountConfig, ConfigError
 from exporter.exposition import TEXT_0_0_4, Exposition, Variant
@@ -261,6 +262,17 @@ async def test_a_rotated_password_file_is_read_again_and_ends_the_pause(tmp_path
     assert ("account 'test': the password changed; it is used from now on, and the pause after refused "
             "credentials ends") in caplog.messages
     assert "demo" not in caplog.text.replace("demo@example.com", "")
+
+
+def test_the_password_file_read_again_before_each_call_stays_capped(tmp_path):
+    secret = tmp_path / "ips_password"
+    secret.write_text("demo\n")
+    read = password_reader(AccountConfig(user="u", password_file=secret))
+    assert read is not None and read() == "demo"
+    secret.write_bytes(b"x" * 4097)  # the wrong file swapped in: not sent to IPS
+    assert read() is None
+    secret.write_text("demo\n")
+    assert read() == "demo"
 
 
 async def test_authorization_fault_on_one_company_leaves_the_others_up():

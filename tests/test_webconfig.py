@@ -623,6 +623,29 @@ def test_not_utf8(tmp_path: Path) -> None:
         load_web_config(path)
 
 
+@pytest.mark.parametrize(("extra", "accepted"), [(-1, True), (0, True), (1, False)])
+def test_a_web_config_file_holds_at_most_1_mib(tmp_path: Path, extra: int, accepted: bool) -> None:
+    head = "rate_limit: {burst: 5}\n#"
+    path = write_config(tmp_path, head + "x" * (1024 * 1024 - len(head) - 1 + extra) + "\n")
+    assert path.stat().st_size == 1024 * 1024 + extra
+    if accepted:
+        assert load_web_config(path) == WebConfig(ssl_context=None, basic_auth=None)
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.problems == [
+        f"web config file {path}: larger than 1 MiB, far more than any web configuration; check --web.config.file"
+    ]
+
+
+def test_an_endless_web_config_file_is_refused_after_1_mib() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_web_config("/dev/zero")
+    assert caught.value.problems == [
+        "web config file /dev/zero: larger than 1 MiB, far more than any web configuration; check --web.config.file"
+    ]
+
+
 def test_null_and_empty_values_leave_fields_unset(pki: Pki) -> None:
     unset = "  min_version:\n  client_auth_type: ''\n  client_ca_file: ''\nbasic_auth_users:\nrate_limit:\n"
     text = tls_config(pki, unset)
