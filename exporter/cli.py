@@ -1,7 +1,8 @@
 """The `scene7-exporter` command: run, demo, simulate, check-config.
 
 Flags are named as in the Go exporters (`--config.file`, `--web.listen-address`, ...). A
-configuration problem ends the process with exit code 2 and one line per problem.
+configuration problem ends the process with exit code 2 and one line per problem; an address
+that cannot be listened on with exit code 1 and one line.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from exporter.config import (
     load_settings,
     split_listen_address,
 )
+from exporter.httpserver import ListenError
 from exporter.logs import setup_logging
 
 log = logging.getLogger("exporter")
@@ -108,11 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_demo(settings, args))
         return asyncio.run(_run(settings, args))
     except ConfigError as exc:
-        problems = exc.problems
-        print(f"{APP_NAME}: invalid configuration:", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"{APP_NAME}: invalid configuration: {problem}", file=sys.stderr)
         return 2
+    except ListenError as exc:  # not the configuration's fault alone: the address may be free later
+        print(f"{APP_NAME}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -154,8 +157,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             return
         setup_logging(new.log.level, new.log.format)
 
-    await exporter.start()
     try:
+        await exporter.start()
         await until_signalled(reload)
     finally:
         await exporter.stop()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import email.utils
 import logging
+import os
 import socket
 import ssl
 import urllib.parse
@@ -40,9 +41,22 @@ _CLOSE_GRACE = 0.5
 _WRITE_SLICE = 1024 * 1024
 
 
+class ListenError(Exception):
+    """The server cannot take its address (in use, not this host's, a name that does not
+    resolve); the message names the address and why, in one line."""
+
+
 def host_port(host: str, port: int) -> str:
     """`host:port` as a listen address is written: `[::1]:80`, and `:80` for every interface."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bind_error(exc: OSError) -> str:
+    """Why a bind failed, as "address already in use": asyncio wraps the system's reason in
+    its own sentence, and a name that does not resolve has a resolver's reason instead."""
+    if exc.errno and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno).lower()
+    return (exc.strerror or str(exc)).lower()
 
 
 def _every_interface(port: int) -> socket.socket:
@@ -172,14 +186,17 @@ class HttpServer:
 
     async def start(self) -> None:
         """Bind and start accepting; port 0 picks a free port. An empty host is every interface
-        of both address families, on one port, as Go's `:port`."""
+        of both address families, on one port, as Go's `:port`. `ListenError` if it cannot bind."""
         loop = asyncio.get_running_loop()
-        if self._host:
-            self._server = await loop.create_server(
-                lambda: _Gate(self._admit), self._host, self._port, reuse_address=True
-            )
-        else:
-            self._server = await loop.create_server(lambda: _Gate(self._admit), sock=_every_interface(self._port))
+        try:
+            if self._host:
+                self._server = await loop.create_server(
+                    lambda: _Gate(self._admit), self._host, self._port, reuse_address=True
+                )
+            else:
+                self._server = await loop.create_server(lambda: _Gate(self._admit), sock=_every_interface(self._port))
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {host_port(self._host, self._port)}: {_bind_error(exc)}") from None
         self._port = int(self._server.sockets[0].getsockname()[1])
         log.info(
             "listening on %s (%s)",

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import signal
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 from servers import simulator
 from support import exporter_command, free_port, http_ok, parse_samples, running, wait_until
 
@@ -108,3 +113,134 @@ def test_a_config_file_that_is_not_yaml_is_refused_with_its_position_and_no_cont
     err = capsys.readouterr().err
     assert f"{config}: not valid YAML (expected ',' or '}}', but got ']', line 1, column 56)" in err, err
     assert "s3cret" not in err and "Traceback" not in err
+
+
+def finished(args: list[str], tmp_path: Path, timeout: float = 10.0) -> tuple[int, list[str], float, int]:
+    """Run the command to its end: exit code, stderr lines, seconds taken and peak RSS in bytes.
+
+    The child's address space is capped at 2 GiB, so a regression fails the test with a
+    MemoryError rather than take the machine's memory.
+    """
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    errors = tmp_path / "stderr.txt"
+    started = time.monotonic()
+    with errors.open("wb") as sink:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sink,
+                                preexec_fn=cap_memory)
+    while not (waited := os.wait4(proc.pid, os.WNOHANG))[0]:
+        if time.monotonic() - started > timeout:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            raise AssertionError(f"still running after {timeout:g}s: {errors.read_text()}")
+        time.sleep(0.02)
+    elapsed = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(waited[1])
+    return proc.returncode, errors.read_text().splitlines(), elapsed, waited[2].ru_maxrss * 1024
+
+
+def test_a_config_file_that_is_not_yaml_exits_2_with_one_line(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("accounts: [{user: a@example.com, password: s3cret-Pa55 ]\n  - bad: {\n")
+    code, lines, _, _ = finished(exporter_command("run", f"--config.file={config}"), tmp_path)
+    assert (code, lines) == (2, [f"scene7-exporter: invalid configuration: {config}: not valid YAML "
+                                 "(expected ',' or '}', but got ']', line 1, column 56)"])
+
+
+def test_every_problem_is_one_line_of_its_own(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("poll: {interval: 1h, timeout: 0}\nlog: {level: loud}\n")
+    code, lines, _, _ = finished(exporter_command("run", f"--config.file={config}"), tmp_path)
+    assert (code, lines) == (2, [
+        "scene7-exporter: invalid configuration: poll.timeout: a duration must be positive (got 0)",
+        "scene7-exporter: invalid configuration: log.level: Input should be 'debug', 'info', 'warning' or "
+        "'error' (got 'loud')",
+    ])
+
+
+@pytest.mark.parametrize(
+    ("listen", "reason"),
+    [
+        ("127.0.0.1:{port}", "address already in use"),
+        (":{port}", "address already in use"),  # every interface: IPv6 and IPv4, then IPv4 alone
+        ("192.0.2.1:{port}", "cannot assign requested address"),  # TEST-NET-1: no interface has it
+        ("no-such-host.invalid:{port}", None),  # the resolver's reason varies with the resolver
+    ],
+    ids=["in-use", "in-use-every-interface", "not-this-host", "unresolvable"],
+)
+def test_an_address_that_cannot_be_listened_on_exits_1_with_one_line(tmp_path, listen, reason):
+    if listen.startswith("192.0.2.1") and binds("192.0.2.1"):
+        pytest.skip("this host binds any address (net.ipv4.ip_nonlocal_bind)")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = listen.format(port=taken.getsockname()[1])
+        config = tmp_path / "config.yml"
+        config.write_text(json.dumps({
+            "accounts": [{"name": "busy", "endpoint": "http://127.0.0.1:1/ips", "user": "u@example.com",
+                          "password": "x"}],
+            "web": {"listen_address": address},
+        }))
+        code, lines, elapsed, _ = finished(exporter_command("run", f"--config.file={config}"), tmp_path)
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"scene7-exporter: cannot listen on {address}: "), lines
+    assert reason is None or lines[0].endswith(f": {reason}"), lines
+    assert elapsed < 10, elapsed
+
+
+def binds(host: str) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError:
+            return False
+        return True
+
+
+def test_demo_on_a_port_in_use_exits_1_with_the_address(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        code, lines, _, _ = finished(exporter_command("demo", f"--web.listen-address={address}"), tmp_path)
+    assert code == 1, lines
+    assert lines[-1] == f"scene7-exporter: cannot listen on {address}: address already in use", lines
+    assert not any("Traceback" in line for line in lines), lines
+
+
+def write_big_config(path: Path) -> None:
+    with path.open("w") as file:
+        file.write("accounts: [{user: u@example.com, password: x}]\n")
+        line = "#" + "x" * 1022 + "\n"
+        file.writelines(line for _ in range(100 * 1024))  # 100 MiB of comment
+
+
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("password_file", "accounts[zero].password_file: /dev/zero is larger than 4 KiB; "
+                          "it should hold only the password"),
+        ("config_file", "{config}: larger than 1 MiB, far more than any configuration; check --config.file"),
+        ("web_config_file", "web config file /dev/zero: larger than 1 MiB, far more than any web configuration; "
+                            "check --web.config.file"),
+    ],
+    ids=["password-file-dev-zero", "config-file-100-mib", "web-config-file-dev-zero"],
+)
+def test_a_huge_or_endless_file_is_refused_at_once_with_one_line(tmp_path, case, problem):
+    config = tmp_path / "config.yml"
+    account = {"name": "zero", "endpoint": "http://127.0.0.1:1/ips", "user": "u@example.com", "password": "x"}
+    args = ["run", f"--config.file={config}", "--web.listen-address=127.0.0.1:0"]
+    if case == "password_file":
+        del account["password"]
+        account["password_file"] = "/dev/zero"
+    if case == "web_config_file":
+        args.append("--web.config.file=/dev/zero")
+    config.write_text(json.dumps({"accounts": [account]}))
+    if case == "config_file":
+        write_big_config(config)
+    code, lines, elapsed, peak_rss = finished(exporter_command(*args), tmp_path)
+    assert (code, lines) == (2, ["scene7-exporter: invalid configuration: " + problem.format(config=config)])
+    assert elapsed < 10, elapsed
+    assert peak_rss < 200 << 20, peak_rss
