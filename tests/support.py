@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import math
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -142,6 +143,21 @@ def proc_status(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) * 1024
     return values
+
+
+@contextlib.contextmanager
+def memory_capped(headroom: int = 512 << 20) -> Iterator[None]:
+    """This process's address space capped at what it maps now plus `headroom` within the block:
+    code that reads an endless file (/dev/zero) whole then fails the test with a MemoryError,
+    instead of taking the machine's memory."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = mapped + headroom if hard == resource.RLIM_INFINITY else min(mapped + headroom, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 # --------------------------------------------------------------------------- statistics

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import memory_capped
 
 from exporter.config import (
     AccountConfig,
@@ -234,7 +235,7 @@ def test_a_password_file_holds_at_most_4_kib(tmp_path, size, accepted):
 def test_an_endless_password_file_is_refused_after_4_kib():
     # /dev/zero, like a FIFO, reports a size of 0: only a bounded read tells.
     account = AccountConfig(name="main", user="u", password_file=Path("/dev/zero"))
-    with pytest.raises(ConfigError) as caught:
+    with memory_capped(), pytest.raises(ConfigError) as caught:
         account.resolve_password(single_account=False)
     assert caught.value.problems == [
         "accounts[main].password_file: /dev/zero is larger than 4 KiB; it should hold only the password"

@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from support import memory_capped
 
 from exporter.config import ConfigError
 from exporter.httpserver import HttpServer, Request, Response
@@ -639,7 +640,7 @@ def test_a_web_config_file_holds_at_most_1_mib(tmp_path: Path, extra: int, accep
 
 
 def test_an_endless_web_config_file_is_refused_after_1_mib() -> None:
-    with pytest.raises(ConfigError) as caught:
+    with memory_capped(), pytest.raises(ConfigError) as caught:
         load_web_config("/dev/zero")
     assert caught.value.problems == [
         "web config file /dev/zero: larger than 1 MiB, far more than any web configuration; check --web.config.file"
