@@ -108,6 +108,11 @@ class Probes:
     def failures(self, slower_than: float) -> list[tuple[str, str, float]]:
         return [r for r in self.results if r[1] != "200" or r[2] > slower_than]
 
+    def __str__(self) -> str:
+        seconds = sorted(r[2] for r in self.results)
+        return (f"{len(seconds)} probes, {len(self.failures(float('inf')))} failed, "
+                f"p50 {seconds[len(seconds) // 2] * 1000:.0f} ms, max {seconds[-1] * 1000:.0f} ms")
+
 
 @contextlib.contextmanager
 def probing(target: Exporter, paths: tuple[str, ...], **kwargs: Any) -> Iterator[Probes]:
@@ -140,6 +145,7 @@ def test_hundreds_of_idle_or_slow_sockets_of_one_client_leave_scrapes_and_probes
         time.sleep(2)  # 600 sockets held, each reopened as soon as the exporter closes it
         with probing(target, ("/healthz", "/metrics")) as probes:
             time.sleep(6)
+    print(f"{kind}: {probes}; attack {summary}")
     assert summary["opened"] >= 600 and summary["closed by the server"] > 0, summary
     assert len(probes.results) >= 10
     assert probes.failures(slower_than=2.0) == [], (probes.failures(2.0), summary)
@@ -172,6 +178,7 @@ def test_a_wrong_password_flood_leaves_the_right_users_scrapes_fast(tmp_path, so
             time.sleep(1)
             with probing(target, ("/metrics",), auth=(USER, PASSWORD)) as probes:
                 time.sleep(6)
+    print(f"{sources} addresses: {probes}; attack {summary}")
     assert len(probes.results) >= 10
     assert probes.failures(slower_than=1.0) == [], (probes.failures(1.0), summary)
     assert summary["429"] > 0 and summary["429 with retry-after"] == summary["429"], summary
@@ -185,6 +192,7 @@ def test_corrupt_tls_records_are_dropped_quietly(tmp_path):
         with attack("corrupt-tls", target.port) as summary, probing(target, ("/metrics",)) as probes:
             time.sleep(5)
         log = target.process.log()
+    print(f"corrupt records: {probes}; attack {summary}")
     assert summary["handshakes"] >= 20, summary
     assert probes.failures(slower_than=2.0) == []
     assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
