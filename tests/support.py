@@ -1,5 +1,5 @@
 """What the tests and the benchmarks share: child processes and waiting for them, percentiles,
-and reading an exposition back as samples.
+reading an exposition back as samples, and a self-signed certificate.
 
 The tests import it from tests/ (pytest's `pythonpath`), benchmarks/bench.py and soak.py put
 tests/ on sys.path themselves. It imports nothing of the `exporter` package: bench.py measures
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,43 @@ def series_count(text: bytes) -> int:
     lines = text.count(b"\n") + (0 if text.endswith(b"\n") else 1)
     comments = text.count(b"\n#") + (1 if text.startswith(b"#") else 0)
     return lines - comments
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def write_self_signed_certificate(directory: Path, common_name: str = "scene7-exporter test", *,
+                                  valid_for: timedelta = timedelta(days=1)) -> tuple[Path, Path]:
+    """A self-signed server certificate for 127.0.0.1 (its own CA, so clients trust it with
+    `cafile=`) and its unencrypted EC key: (`server.crt`, `server.key`) in `directory`."""
+    # Imported here: bench.py's poll processes, which import this module, measure their RSS.
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + valid_for)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "server.crt", directory / "server.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_file.chmod(0o600)
+    return cert_file, key_file

@@ -5,22 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import ipaddress
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from lxml import etree
 from servers import simulated
-from support import free_port
+from support import free_port, write_self_signed_certificate
 
 from exporter import __version__
 from exporter.client import IpsClient, RetryPolicy
@@ -486,26 +481,6 @@ async def test_proxy_settings_of_the_environment_are_not_used(monkeypatch):
         assert len(await client.get_company_memberships()) == len(sim.world.companies)
 
 
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that signs itself, and its key: (cert file, key file)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ips.test")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "ips.pem", directory / "ips-key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
-
-
 @contextlib.asynccontextmanager
 async def tls_ips(cert_file: Path, key_file: Path) -> AsyncIterator[str]:
     """An HTTPS endpoint on 127.0.0.1 answering every request with JOBS_OK; yields its URL."""
@@ -532,7 +507,7 @@ async def tls_ips(cert_file: Path, key_file: Path) -> AsyncIterator[str]:
 
 
 async def test_tls_certificates_are_verified_unless_told_whom_to_trust(tmp_path):
-    cert_file, key_file = self_signed_certificate(tmp_path)
+    cert_file, key_file = write_self_signed_certificate(tmp_path, "ips.test", valid_for=timedelta(hours=1))
     # Room for a TLS handshake on a loaded machine (the refused certificate is retried to the deadline).
     retry = RetryPolicy(deadline=3, attempt_timeout=3, initial_backoff=0.01, max_backoff=0.02)
     async with tls_ips(cert_file, key_file) as url:

@@ -14,14 +14,12 @@ Run alone with `tests/run -m e2e -s` to see the timings.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
 import secrets
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +27,8 @@ import bcrypt
 import httpx
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from servers import alertmanager, prometheus, simulator
-from support import Process, exporter_command, free_port, http_ok, running, wait_until
+from support import Process, exporter_command, free_port, http_ok, running, wait_until, write_self_signed_certificate
 from test_dashboards import DRILLDOWN, LABEL_VALUES, OVERVIEW, load, targets, variable_query, variables
 
 from exporter.metrics import TASK_STATES
@@ -83,33 +77,6 @@ class NoData(Exception):
 # --- TLS and basic auth material, made fresh for each run -----------------------------------------
 
 
-def write_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (it is also the CA file given to Prometheus)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scene7-exporter e2e test")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "server.crt", directory / "server.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_file.chmod(0o600)
-    return cert_file, key_file
-
-
 def write_yaml(path: Path, data: Any) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
@@ -139,7 +106,7 @@ def verifying_context(ca_file: Path) -> ssl.SSLContext:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     started = time.monotonic()
     tmp = tmp_path_factory.mktemp("e2e")
-    cert_file, key_file = write_self_signed_certificate(tmp)
+    cert_file, key_file = write_self_signed_certificate(tmp, "scene7-exporter e2e test")
     password = secrets.token_urlsafe(18)
     password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
     web_config = write_yaml(
