@@ -124,6 +124,7 @@ ATTACK_FIRST = (0.0, 20.0)  # before each kind is first switched on in the rando
 ATTACK_WARMUP_STEP = 5.0  # seconds each kind of attack is on in the warm-up
 ATTACK_DRAIN_TIMEOUT = 30.0  # for the exporter to let go of every attacker's connection at the end
 ATTACKER_NICE = 10
+ERROR_ATTRIBUTION = 2.0  # seconds: an ERROR line is put down to the attacks on then or this much before
 
 
 def log(message: str) -> None:
@@ -641,8 +642,9 @@ def poll_figures(samples: Samples) -> dict[str, Any]:
 def exporter_log_summary(path: Path, wall_t0: float = 0.0,
                          schedule: dict[str, list[list[float]]] | None = None) -> dict[str, Any]:
     """Lines by level of the exporter's JSON log, the unexpected exceptions in it, and its ERROR
-    (and CRITICAL) lines: the first 20, each with the attacks on when it was logged, and their
-    count by the attacks on (`wall_t0` is the wall-clock time of t0)."""
+    (and CRITICAL) lines: the first 20, each with the attacks on when it was logged (or up to
+    ERROR_ATTRIBUTION seconds before: a connection outlives its attack's switch-off a little),
+    and their count by those attacks (`wall_t0` is the wall-clock time of t0)."""
     levels: Counter[str] = Counter()
     exceptions: list[str] = []
     errors: list[str] = []
@@ -664,7 +666,8 @@ def exporter_log_summary(path: Path, wall_t0: float = 0.0,
             during = "no attack"
             with contextlib.suppress(KeyError, ValueError, TypeError):
                 t = datetime.fromisoformat(entry["time"]).timestamp() - wall_t0
-                during = ", ".join(k for k, v in (schedule or {}).items() if overlaps(t, t, v)) or "no attack"
+                during = ", ".join(k for k, v in (schedule or {}).items()
+                                   if overlaps(t - ERROR_ATTRIBUTION, t, v)) or "no attack"
                 text = f"t={t:.1f}s ({during}): {text}"
             errors_during[during] += 1
             if len(errors) < 20:
