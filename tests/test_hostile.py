@@ -6,7 +6,6 @@ test scrapes and probes it from 127.0.0.1 and measures what it gets. Each attack
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import signal
 import ssl
@@ -22,11 +21,17 @@ from typing import Any
 import bcrypt
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from servers import simulator
-from support import Process, exporter_command, free_port, http_ok, proc_status, running, wait_until
-from test_webconfig import issue, make_ca
+from support import (
+    Process,
+    exporter_command,
+    free_port,
+    http_ok,
+    proc_status,
+    running,
+    wait_until,
+    write_self_signed_certificate,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -67,7 +72,7 @@ def exporter(tmp_path: Path, web_config: dict[str, Any] | None = None, *flags: s
             web.write_text(json.dumps(web_config))
             args.append(f"--web.config.file={web}")
             if "tls_server_config" in web_config:
-                scheme, verify = "https", ssl.create_default_context(cafile=tmp_path / "ca.crt")
+                scheme, verify = "https", ssl.create_default_context(cafile=tmp_path / "server.crt")
         url = f"{scheme}://127.0.0.1:{port}"
         with running("exporter", args, tmp_path, lambda: http_ok(url + "/healthz", verify=verify),
                      env={"SCENE7_EXPORTER_PASSWORD": "demo"}) as process:
@@ -75,11 +80,8 @@ def exporter(tmp_path: Path, web_config: dict[str, Any] | None = None, *flags: s
 
 
 def tls(tmp_path: Path) -> dict[str, Any]:
-    """A server certificate for 127.0.0.1 from a new CA (ca.crt), as a web config section."""
-    ca = make_ca("hostile test CA")
-    (tmp_path / "ca.crt").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
-    server = issue(ca, "exporter", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], server=True)
-    cert, key = server.write(tmp_path, "server")
+    """A self-signed certificate for 127.0.0.1 (server.crt, its own CA), as a web config section."""
+    cert, key = write_self_signed_certificate(tmp_path)
     return {"tls_server_config": {"cert_file": str(cert), "key_file": str(key)}}
 
 
