@@ -103,7 +103,7 @@ class ConnectionTable:
                     victims.append(_oldest(handshaking, victims))
             if self._count - len(victims) >= self.cap:
                 victims.append(self._oldest_anywhere(victims))
-        except LookupError:
+        except _NoRoom:
             self.refused += 1
             return None
         for victim in victims:
@@ -129,16 +129,20 @@ class ConnectionTable:
         """The oldest connection not busy of the client holding the most; failing that, of
         the next, and so on."""
         for connections in sorted(self._by_client.values(), key=len, reverse=True):
-            with contextlib.suppress(LookupError):
+            with contextlib.suppress(_NoRoom):
                 return _oldest(list(connections), exclude)
-        raise LookupError("every connection is busy")
+        raise _NoRoom
+
+
+class _NoRoom(LookupError):
+    """Every connection that could make room is busy answering (or already leaving)."""
 
 
 def _oldest(connections: list[Connection], exclude: list[Connection]) -> Connection:
     for connection in connections:
         if connection.phase is not Phase.BUSY and connection not in exclude:
             return connection
-    raise LookupError("every connection is busy")
+    raise _NoRoom
 
 
 @dataclass
