@@ -368,7 +368,8 @@ class BasicAuth:
         A hit only skips bcrypt for a triple that already passed, so timing tells an attacker
         nothing they did not already send.
         """
-        return self.users.get(credentials[0]) is not None and self._key(credentials) in self._accepted
+        stored = self.users.get(credentials[0])
+        return stored is not None and self._key(credentials, stored) in self._accepted
 
     def verify(self, credentials: tuple[str, bytes]) -> bool:
         """bcrypt's verdict (constant-time, ~0.25 s at cost 12: run it off the event loop).
@@ -385,13 +386,16 @@ class BasicAuth:
         except ValueError:
             return False
         if ok and stored is not None:
-            self._accepted.add(self._key(credentials))
+            self._accepted.add(self._key(credentials, stored))
             return True
         return False
 
-    def _key(self, credentials: tuple[str, bytes]) -> bytes:
+    @staticmethod
+    def _key(credentials: tuple[str, bytes], hashed: bytes) -> bytes:
+        """What is remembered of credentials bcrypt accepted against `hashed`: a digest of all
+        three, so a changed hash forgets them. After the user name come a 32-byte digest and a
+        60-byte hash, so no other split of the same bytes into user and password gets the key."""
         user, password = credentials
-        hashed = self.users.get(user, self._dummy_hash)
         return hashlib.sha256(b"\0".join((user.encode("utf-8"), hashlib.sha256(password).digest(), hashed))).digest()
 
 
