@@ -25,6 +25,7 @@ pytestmark = pytest.mark.timeout(30)
     ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
     ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
     ("fe80::1%eth0", "fe80::/64"),
+    ("fe80::1%odd%name", "fe80::/64"),  # Linux allows "%" in an interface name; ipaddress does not
     ("", ""),
     ("/run/exporter.sock", "/run/exporter.sock"),
 ])
@@ -58,6 +59,7 @@ def test_handshakes_have_their_own_smaller_share() -> None:
         table.admit("a", Phase.HANDSHAKE, closed(f"h{i}"))
     assert closed.names == ["h0", "h1"]  # the waiting one, older, is not a handshake
     assert waiting is not None and table.of("a") == 3
+    assert table.evicted == 2
 
 
 def test_at_the_cap_the_client_holding_most_loses_its_oldest_idle_connection() -> None:
@@ -69,6 +71,16 @@ def test_at_the_cap_the_client_holding_most_loses_its_oldest_idle_connection() -
     assert table.admit("new", Phase.WAITING, closed("new0")) is not None
     assert closed.names == ["many0"]
     assert (len(table), table.of("many"), table.of("few"), table.of("new")) == (5, 2, 2, 1)
+
+
+def test_at_the_cap_a_client_past_its_share_makes_room_once_by_its_own_connection() -> None:
+    table, closed = ConnectionTable(cap=3, per_client=2, handshakes_per_client=2), Closed()
+    table.admit("b", Phase.WAITING, closed("b0"))
+    for i in range(2):
+        table.admit("a", Phase.WAITING, closed(f"a{i}"))
+    assert table.admit("a", Phase.WAITING, closed("a2")) is not None
+    assert closed.names == ["a0"]  # its own share made the room the cap needs: nobody else goes
+    assert (len(table), table.of("a"), table.of("b"), table.evicted) == (3, 2, 1, 1)
 
 
 def test_at_the_cap_a_busy_client_spares_its_connections_and_another_one_gives() -> None:
@@ -130,6 +142,37 @@ def test_a_clients_password_checks_come_from_a_bucket_that_refills() -> None:
     assert throttle.throttled == 3
 
 
+def test_by_default_five_checks_at_once_then_one_a_second() -> None:
+    clock = Clock()
+    throttle = AuthThrottle(clock=clock)
+    for _ in range(5):
+        assert throttle.retry_after("a") is None
+        throttle.spend("a")
+    assert throttle.retry_after("a") == 1
+    clock.now += 0.5
+    assert throttle.retry_after("a") == 1  # half a token
+    clock.now += 0.5
+    assert throttle.retry_after("a") is None
+    throttle.spend("a")
+    assert throttle.retry_after("a") == 1
+
+
+def test_by_default_the_buckets_of_10000_clients_are_kept() -> None:
+    throttle = AuthThrottle(clock=Clock())
+    throttle.spend("first")
+    for client in range(9_999):
+        throttle.retry_after(str(client))
+    for _ in range(4):  # still remembered: four checks left, not five
+        assert throttle.retry_after("first") is None
+        throttle.spend("first")
+    assert throttle.retry_after("first") == 1
+    for client in range(10_000):  # 10,000 others seen since: forgotten, a full bucket again
+        throttle.retry_after(f"other {client}")
+    for _ in range(5):
+        assert throttle.retry_after("first") is None
+        throttle.spend("first")
+
+
 def test_the_buckets_kept_are_bounded_forgetting_the_least_recently_seen() -> None:
     clock = Clock()
     throttle = AuthThrottle(burst=1, rate=0.001, max_clients=3, clock=clock)
@@ -141,17 +184,92 @@ def test_the_buckets_kept_are_bounded_forgetting_the_least_recently_seen() -> No
     assert throttle.retry_after("a") is not None
 
 
+Check = asyncio.Task[bool | None]
+
+
+async def fill(throttle: AuthThrottle, checks: int, release: threading.Event) -> tuple[list[Check], Check]:
+    """`checks` checks that wait for `release`, then one more; all of them started."""
+    held = [asyncio.create_task(throttle.run(lambda: release.wait(5))) for _ in range(checks)]
+    extra = asyncio.create_task(throttle.run(lambda: True))
+    await asyncio.sleep(0)  # each task has taken its place in the pool, or been turned away
+    return held, extra
+
+
 async def test_checks_wait_on_a_bounded_pool_and_past_it_get_none() -> None:
     throttle = AuthThrottle(workers=1, max_pending=2)
+    releases = [threading.Event(), threading.Event()]
+    try:
+        for release in releases:  # twice: a finished check gives its place back, once
+            running, extra = await fill(throttle, 3, release)
+            assert extra.done() and extra.result() is None  # one running, two waiting: full
+            release.set()
+            assert await asyncio.gather(*running) == [True, True, True]
+        assert await throttle.run(lambda: "after") == "after"
+        assert throttle.throttled == 2
+    finally:
+        for release in releases:
+            release.set()
+        throttle.close()
+
+
+async def test_by_default_one_check_runs_and_four_wait() -> None:
+    throttle = AuthThrottle()
     release = threading.Event()
     try:
-        running = [asyncio.create_task(throttle.run(lambda: release.wait(5))) for _ in range(3)]
-        await asyncio.sleep(0.05)
-        assert await throttle.run(lambda: True) is None  # one running, two waiting: full
+        running, extra = await fill(throttle, 5, release)
+        assert extra.done() and extra.result() is None
         release.set()
-        assert await asyncio.gather(*running) == [True, True, True]
-        assert await throttle.run(lambda: "after") == "after"
-        assert throttle.throttled == 1
+        assert await asyncio.gather(*running) == [True] * 5
+    finally:
+        release.set()
+        throttle.close()
+
+
+async def test_checks_run_one_at_a_time_on_a_thread_of_their_own() -> None:
+    throttle = AuthThrottle()
+    second_started = threading.Event()
+    threads: list[str] = []
+
+    def first() -> bool:
+        threads.append(threading.current_thread().name)
+        return second_started.wait(0.05)  # never, with one thread: the second waits for the first
+
+    def second() -> bool:
+        threads.append(threading.current_thread().name)
+        second_started.set()
+        return True
+
+    try:
+        assert await asyncio.gather(throttle.run(first), throttle.run(second)) == [False, True]
+        assert threads == ["bcrypt_0", "bcrypt_0"]  # not the loop's default pool, which renders
+    finally:
+        throttle.close()
+
+
+async def test_closing_drops_the_waiting_checks_and_does_not_wait_for_the_running_one() -> None:
+    throttle = AuthThrottle()
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def running() -> bool:
+        started.set()
+        return release.wait(2)  # True: released by the test, not by the time running out
+
+    def waiting() -> bool:
+        ran.append("waiting")
+        return True
+
+    first = asyncio.create_task(throttle.run(running))
+    second = asyncio.create_task(throttle.run(waiting))
+    try:
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        throttle.close()  # returns at once...
+        release.set()
+        assert await first is True  # ...so the running check was released, not timed out
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert ran == []
     finally:
         release.set()
         throttle.close()
@@ -170,6 +288,35 @@ def test_a_log_line_once_a_second_at_most_saying_how_many_were_held(caplog: pyte
         "dropped 24 (and 7 more like it)",
     ]
     assert not any(r.filename == "guard.py" for r in caplog.records)  # the caller is the source
+
+
+def test_by_default_a_log_line_once_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    limited = EveryNSeconds(logging.getLogger("test.guard"), clock=clock)
+    caplog.set_level(logging.DEBUG, logger="test.guard")
+    for step in range(5):
+        limited.debug("dropped %s", step)
+        clock.now += 0.5
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropped 0", "dropped 2 (and 1 more like it)", "dropped 4 (and 1 more like it)",
+    ]
+
+
+class StackLevels(logging.Logger):
+    def __init__(self) -> None:
+        super().__init__("stack levels")
+        self.levels: list[object] = []
+
+    def debug(self, msg: object, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        self.levels.append(kwargs.get("stacklevel"))
+
+
+def test_a_log_line_names_the_caller_of_debug_as_its_source() -> None:
+    # One frame up from debug's own: its caller. (Checked as the level logging is given, since
+    # under mutmut a trampoline sits between the caller and debug, and a record names that.)
+    logger = StackLevels()
+    EveryNSeconds(logger, clock=Clock()).debug("dropped")
+    assert logger.levels == [2]
 
 
 # -- the server applying them ------------------------------------------------------------
