@@ -704,6 +704,27 @@ def test_check_caches_success_only(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(calls) == 3
 
 
+def test_a_changed_hash_forgets_the_remembered_password() -> None:
+    users = {"alice": hashed("old").encode()}
+    auth = BasicAuth(users)
+    assert auth.check(header("alice", b"old"))
+    users["alice"] = hashed("new").encode()
+    assert not auth.remembered(("alice", b"old"))
+    assert not auth.check(header("alice", b"old"))
+    assert auth.check(header("alice", b"new"))
+
+
+def test_remembered_credentials_are_not_another_split_of_the_same_bytes() -> None:
+    # With the hash alike, user "a\0b" + password "c" and user "a" + password "b\0c" would give
+    # the same key if user, password and hash were only joined with NULs.
+    same = hashed("c").encode()
+    auth = BasicAuth({"a\0b": same, "a": same, "a\0b\0c": same})
+    assert auth.check(header("a\0b", b"c"))
+    assert not auth.remembered(("a", b"b\0c"))
+    assert not auth.check(header("a", b"b\0c"))
+    assert not auth.remembered(("a\0b\0c", b""))
+
+
 def test_unknown_user_pays_bcrypt_of_the_same_cost(monkeypatch: pytest.MonkeyPatch) -> None:
     cheap = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=4))
     dearer = bcrypt.hashpw(b"y", bcrypt.gensalt(rounds=5))
