@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import h11
 
 from exporter.guard import AuthThrottle, Connection, ConnectionTable, EveryNSeconds, Phase, client_key
+from exporter.memory import release_freed_memory
 from exporter.webconfig import REALM, BasicAuth
 
 log = logging.getLogger("exporter.httpserver")
@@ -34,6 +35,10 @@ _READ_SIZE = 16 * 1024
 # After an error answer: how long and how much of the unread request to discard before closing.
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1024 * 1024
+# After this many connections ended, their memory is given back to the system, at most once per
+# delay: a burst of hundreds costs megabytes, a scrape now and then nothing.
+_RELEASE_AFTER = 64
+_RELEASE_DELAY = 1.0
 # Time a connection that is shutting down gets to finish the response it is writing.
 _CLOSE_GRACE = 0.5
 # A big body is written in slices of this, without copies: asyncio (Python 3.11) copies what a
@@ -171,6 +176,8 @@ class HttpServer:
         # Hostile clients can make these by the thousand a second: debug lines, and few.
         self._dropped = EveryNSeconds(log)
         self._handshake_failed = EveryNSeconds(log)
+        self._ended_since_release = 0
+        self._release: asyncio.TimerHandle | None = None
 
     def configure(
         self,
@@ -230,6 +237,14 @@ class HttpServer:
                     await self._server.wait_closed()
             self._server = None
         self.auth_throttle.close()
+        if self._release is not None:
+            self._release.cancel()
+
+    def _release_memory(self) -> None:
+        """Give the memory of connections that ended back to the system (see `memory`)."""
+        self._release = None
+        self._ended_since_release = 0
+        release_freed_memory()
 
     # -- connection handling -------------------------------------------------------------
 
@@ -257,6 +272,9 @@ class HttpServer:
         def forget(_: asyncio.Task[None]) -> None:  # also when cancelled before it ever ran
             self.connections.remove(connection)
             del self._tasks[connection]
+            self._ended_since_release += 1
+            if self._ended_since_release >= _RELEASE_AFTER and self._release is None:
+                self._release = asyncio.get_running_loop().call_later(_RELEASE_DELAY, self._release_memory)
 
         task.add_done_callback(forget)
 
@@ -618,10 +636,13 @@ _PHRASES = {
 async def _shut(writer: asyncio.StreamWriter) -> None:
     """Close politely so buffered response bytes go out, but never wait long for it."""
     writer.close()
-    # Cancellation is swallowed too: this runs at the end of a connection's own task.
-    with contextlib.suppress(Exception, asyncio.CancelledError):
+    try:
         async with asyncio.timeout(1.0):
             await writer.wait_closed()
+    except (Exception, asyncio.CancelledError) as exc:  # cancelled too: this ends the connection's task
+        # The exception that ended the connection (a reset, say) is also kept by the stream:
+        # without its frames, none of the connection's objects waits for a garbage collection.
+        _forget_traceback(exc)
     writer.transport.abort()
 
 

@@ -8,7 +8,8 @@ the loopback interface), so a test can scrape from 127.0.0.1 as a different clie
 attack ends (after `--seconds`, or SIGTERM) a JSON summary is printed on stdout.
 
 Kinds:
-- idle: hold `--count` connections that send nothing; reopen each one the server closes.
+- idle: hold `--count` connections that send nothing; reopen each one the server closes
+  (with `--tls`, after completing a TLS handshake).
 - slowloris: the same, dripping a request head one byte a second, never finishing it.
 - silent-bursts: `--bursts` times, open `--count` connections at once, send nothing (on a TLS
   port: never start the handshake) for `--hold` seconds, close them all.
@@ -50,7 +51,15 @@ class Attack:
         return self.sources[self._next % len(self.sources)]
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(self.args.host, self.args.port, local_addr=(self.source(), 0))
+        """A connection from the next source address; with --tls, once its handshake is done."""
+        context = None
+        if self.args.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        reader, writer = await asyncio.open_connection(
+            self.args.host, self.args.port, local_addr=(self.source(), 0), ssl=context
+        )
         self.counts["opened"] += 1
         return reader, writer
 
@@ -183,6 +192,7 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=3)
     parser.add_argument("--hold", type=float, default=2.0, help="seconds a burst is held")
     parser.add_argument("--user", default="prometheus")
+    parser.add_argument("--tls", action="store_true", help="idle, slowloris: complete a TLS handshake first")
     args = parser.parse_args()
     summary = asyncio.run(Attack(args).run())
     print(json.dumps(summary), flush=True)
