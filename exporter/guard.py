@@ -6,9 +6,9 @@ asks `ConnectionTable` before it serves a new connection and `AuthThrottle` befo
 password it has not accepted before. Both only decide; the server closes and answers.
 
 - Connections: each client may hold `per_client` connections and `handshakes_per_client` of them
-  before their TLS handshake; past either share, or past the server's cap, the oldest connection
-  that is not being answered is closed to make room (the client with the most connections loses
-  one first at the cap). A newcomer is refused only when every connection is busy answering.
+  before their TLS handshake; past either share, or past the server's `cap`, the oldest
+  connection that is not being answered is closed to make room (at the cap, the client holding
+  the most loses one first). A newcomer is refused only when every connection is busy answering.
   So a client holding hundreds of idle or slow sockets only ever displaces its own, and scrapes
   and probes from anyone else get in.
 - Passwords: checking one costs a bcrypt run (~0.25 s of a core at cost 12), so every attempt
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
 import math
 import time
@@ -65,6 +66,7 @@ class Connection:
     client: str
     phase: Phase
     close: Callable[[], None]
+    number: int = 0  # in the order of arrival
 
 
 class ConnectionTable:
@@ -76,6 +78,7 @@ class ConnectionTable:
         self.handshakes_per_client = handshakes_per_client
         self._by_client: dict[str, dict[Connection, None]] = {}  # a dict for its order
         self._count = 0
+        self._arrivals = itertools.count()
         self.evicted = 0
         self.refused = 0
 
@@ -102,7 +105,7 @@ class ConnectionTable:
                 if len(handshaking) >= self.handshakes_per_client:
                     victims.append(_oldest(handshaking, victims))
             if self._count - len(victims) >= self.cap:
-                victims.append(self._oldest_anywhere(victims))
+                victims.append(self._oldest_of_the_greediest(victims))
         except _NoRoom:
             self.refused += 1
             return None
@@ -110,7 +113,7 @@ class ConnectionTable:
             self.remove(victim)
             self.evicted += 1
             victim.close()
-        connection = Connection(client, phase, close)
+        connection = Connection(client, phase, close, next(self._arrivals))
         self._by_client.setdefault(client, {})[connection] = None
         self._count += 1
         return connection
@@ -125,13 +128,17 @@ class ConnectionTable:
         if not mine:
             del self._by_client[connection.client]
 
-    def _oldest_anywhere(self, exclude: list[Connection]) -> Connection:
-        """The oldest connection not busy of the client holding the most; failing that, of
-        the next, and so on."""
-        for connections in sorted(self._by_client.values(), key=len, reverse=True):
+    def _oldest_of_the_greediest(self, exclude: list[Connection]) -> Connection:
+        """The oldest connection not busy of the client holding the most (of those holding as
+        many, the one whose candidate is oldest: a newcomer's handshake is never the first to go)."""
+        candidates = []
+        for connections in self._by_client.values():
             with contextlib.suppress(_NoRoom):
-                return _oldest(list(connections), exclude)
-        raise _NoRoom
+                oldest = _oldest(list(connections), exclude)
+                candidates.append((len(connections), -oldest.number, oldest))
+        if not candidates:
+            raise _NoRoom
+        return max(candidates, key=lambda candidate: candidate[:2])[2]
 
 
 class _NoRoom(LookupError):

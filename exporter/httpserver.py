@@ -6,7 +6,7 @@ defence against slow or idle clients, so this module adds what an exposed export
 keep-alive with an idle limit, a deadline for the request head (slow-loris), a head size limit,
 TLS (optionally with client certificates) and exporter-toolkit basic auth, and it applies the
 fair shares of `guard` (connections and handshakes per client, password checks per client).
-A connection is read from only once admitted, and, on a TLS port, once a handshake slot is free.
+A connection is read from only once admitted: one that must make room for it is closed first.
 h11 does all the HTTP parsing and framing; this module only moves bytes and applies policy.
 """
 
@@ -39,6 +39,9 @@ _LINGER_BYTES = 1024 * 1024
 # delay: a burst of hundreds costs megabytes, a scrape now and then nothing.
 _RELEASE_AFTER = 64
 _RELEASE_DELAY = 1.0
+# Connections the kernel may queue before they are accepted (the kernel caps it at somaxconn):
+# asyncio's 100 drops the SYNs of a burst, and with them a scrape arriving in it.
+_BACKLOG = 1024
 # Time a connection that is shutting down gets to finish the response it is writing.
 _CLOSE_GRACE = 0.5
 # A big body is written in slices of this, without copies: asyncio (Python 3.11) copies what a
@@ -149,7 +152,6 @@ class HttpServer:
         idle_timeout: float = 30.0,
         max_connections: int = 512,
         max_connections_per_client: int = 64,
-        max_handshakes: int = 64,
         max_handshakes_per_client: int = 8,
     ) -> None:
         self._handler = handler
@@ -164,11 +166,13 @@ class HttpServer:
         self._max_body_bytes = max_body_bytes
         self._header_timeout = header_timeout
         self._idle_timeout = idle_timeout
+        # A TLS connection holds a read buffer of asyncio's (256 KiB) from the start of its
+        # handshake: the cap bounds that memory, and `memory` gives it back when they close.
         self.connections = ConnectionTable(
-            cap=max_connections, per_client=max_connections_per_client, handshakes_per_client=max_handshakes_per_client
+            cap=max_connections,
+            per_client=max_connections_per_client,
+            handshakes_per_client=max_handshakes_per_client,
         )
-        # Each handshake in progress holds a read buffer of asyncio's (256 KiB): bound them.
-        self._handshakes = asyncio.Semaphore(max_handshakes)
         self.auth_throttle = AuthThrottle()
         self._tasks: dict[Connection, asyncio.Task[None]] = {}
         self._server: asyncio.Server | None = None
@@ -198,10 +202,12 @@ class HttpServer:
         try:
             if self._host:
                 self._server = await loop.create_server(
-                    lambda: _Gate(self._admit), self._host, self._port, reuse_address=True
+                    lambda: _Gate(self._admit), self._host, self._port, reuse_address=True, backlog=_BACKLOG
                 )
             else:
-                self._server = await loop.create_server(lambda: _Gate(self._admit), sock=_every_interface(self._port))
+                self._server = await loop.create_server(
+                    lambda: _Gate(self._admit), sock=_every_interface(self._port), backlog=_BACKLOG
+                )
         except OSError as exc:
             raise ListenError(f"cannot listen on {host_port(self._host, self._port)}: {_bind_error(exc)}") from None
         self._port = int(self._server.sockets[0].getsockname()[1])
@@ -316,7 +322,7 @@ class HttpServer:
             transport.resume_reading()
             return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
         try:
-            async with asyncio.timeout_at(deadline), self._handshakes:
+            async with asyncio.timeout_at(deadline):
                 tls = await loop.start_tls(
                     transport,
                     protocol,

@@ -62,6 +62,21 @@ def test_handshakes_have_their_own_smaller_share() -> None:
     assert table.evicted == 2
 
 
+def test_at_the_cap_among_clients_holding_as_many_the_oldest_connection_goes() -> None:
+    table, closed = ConnectionTable(cap=4, per_client=4, handshakes_per_client=4), Closed()
+    table.admit("late", Phase.WAITING, closed("late0"))
+    table.admit("early", Phase.HANDSHAKE, closed("early0"))
+    table.admit("late", Phase.WAITING, closed("late1"))
+    table.admit("early", Phase.HANDSHAKE, closed("early1"))
+    assert table.admit("new", Phase.HANDSHAKE, closed("new0")) is not None
+    assert closed.names == ["late0"]  # two each: late's oldest arrived first
+    assert table.admit("newer", Phase.HANDSHAKE, closed("newer0")) is not None
+    assert closed.names == ["late0", "early0"]  # early now holds most
+    assert table.admit("newest", Phase.HANDSHAKE, closed("newest0")) is not None
+    # one each: the oldest goes, never a handshake that just arrived
+    assert closed.names == ["late0", "early0", "late1"]
+
+
 def test_at_the_cap_the_client_holding_most_loses_its_oldest_idle_connection() -> None:
     table, closed = ConnectionTable(cap=5, per_client=5, handshakes_per_client=5), Closed()
     table.admit("few", Phase.WAITING, closed("few0"))

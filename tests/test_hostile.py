@@ -128,7 +128,7 @@ def probing(target: Exporter, paths: tuple[str, ...], **kwargs: Any) -> Iterator
                 try:
                     outcome = str(target.get(path, **kwargs).status_code)
                 except httpx.HTTPError as exc:
-                    outcome = type(exc).__name__
+                    outcome = f"{type(exc).__name__}: {exc}"
                 probes.results.append((path, outcome, time.monotonic() - started))
             stop.wait(0.2)
 
@@ -161,14 +161,16 @@ def test_tls_handshakes_never_started_leave_no_memory_behind(tmp_path):
         baseline = proc_status(target.process.pid)["VmRSS"]
         # Three bursts of 500 connections from 100 addresses, none of them starting a handshake.
         with attack("silent-bursts", target.port, "--count=500", "--bursts=3", "--hold=2", "--sources=100",
-                    "--seconds=12") as summary:
+                    "--seconds=12") as summary, probing(target, ("/metrics",)) as probes:
             time.sleep(11)
         peak = proc_status(target.process.pid)["VmHWM"]
         settled = wait_until(lambda: (rss := proc_status(target.process.pid)["VmRSS"]) < baseline + 64 * MiB
                              and rss, 10, "RSS back within 64 MiB of its baseline")
         assert target.get("/metrics").status_code == 200
+    print(f"RSS baseline {baseline / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, after {settled / MiB:.0f} MiB; "
+          f"scrapes meanwhile: {probes}")
     assert summary["opened"] == 1500, summary
-    print(f"RSS baseline {baseline / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, after {settled / MiB:.0f} MiB")
+    assert probes.failures(slower_than=2.0) == [], probes.failures(2.0)  # a newcomer never waits for a slot
 
 
 def test_the_memory_of_hundreds_of_tls_connections_goes_back_to_the_system_when_they_close(tmp_path):
