@@ -36,7 +36,8 @@ class FaultKind(StrEnum):
     OVERSIZED = "oversized"  # a valid-looking getActiveJobs answer that goes on for `size` bytes
     ENTITY_BOMB = "entity_bomb"  # billion laughs
     XXE = "xxe"  # an external entity pointing at a local file
-    INVALID_RECORD = "invalid_record"  # one job with a non-numeric numPending
+    INVALID_RECORD = "invalid_record"  # one job with a non-numeric numPending; one job log
+    # whose fileErrorCount is `value` (default -3: negative; "99999999999": beyond xs:int)
     HTML_200 = "html_200"  # an HTML page with status 200 (login or maintenance page)
     RESET = "reset"  # the connection closes without an answer
 
@@ -61,11 +62,15 @@ class FaultPlan(BaseModel):
     fault_http_status: int | None = Field(default=None, ge=100, le=599)
     company: str | None = None
     operation: str | None = None
+    operations: tuple[str, ...] | None = None  # e.g. ["getJobLogs", "getJobLogDetails"]
     times: int | None = Field(default=None, ge=1)
     size: int = Field(default=DEFAULT_OVERSIZED_BYTES, ge=1024)
+    value: str | None = Field(default=None, max_length=1000)
 
     def applies_to(self, operation: str, company: str | None) -> bool:
         if self.operation is not None and self.operation != operation:
+            return False
+        if self.operations is not None and operation not in self.operations:
             return False
         return self.company is None or self.company == company
 
@@ -168,18 +173,29 @@ def maintenance_page() -> bytes:
     )
 
 
-def _active_jobs_shell(envelope: str, api_version: str) -> tuple[etree._Element, etree._Element]:
-    """An envelope holding getActiveJobsReturn/jobArray/items; returns (envelope, items)."""
+def answer_elements(operation: str) -> tuple[str, str]:
+    """The return element and the array inside it of the operation's answer that a hostile
+    document imitates: the job logs' for getJobLogs and getJobLogDetails, else getActiveJobs'."""
+    if operation in ("getJobLogs", "getJobLogDetails"):
+        return f"{operation}Return", "jobLogArray"
+    return "getActiveJobsReturn", "jobArray"
+
+
+def _active_jobs_shell(
+    envelope: str, api_version: str, operation: str = "getActiveJobs"
+) -> tuple[etree._Element, etree._Element]:
+    """An envelope holding <operation>Return/<array>/items; returns (envelope, items)."""
     namespace = api_namespace(api_version)
+    element, array_name = answer_elements(operation)
     root, body = envelope_tree(envelope)
-    ret = etree.SubElement(body, f"{{{namespace}}}getActiveJobsReturn", nsmap=default_nsmap(namespace))
-    array = etree.SubElement(ret, f"{{{namespace}}}jobArray")
+    ret = etree.SubElement(body, f"{{{namespace}}}{element}", nsmap=default_nsmap(namespace))
+    array = etree.SubElement(ret, f"{{{namespace}}}{array_name}")
     return root, etree.SubElement(array, f"{{{namespace}}}items")
 
 
-def malformed_document(envelope: str, api_version: str) -> bytes:
-    """A getActiveJobs answer cut inside a tag and closed with the wrong end tags."""
-    root, item = _active_jobs_shell(envelope, api_version)
+def malformed_document(envelope: str, api_version: str, operation: str = "getActiveJobs") -> bytes:
+    """An answer cut inside a tag and closed with the wrong end tags."""
+    root, item = _active_jobs_shell(envelope, api_version, operation)
     namespace = api_namespace(api_version)
     etree.SubElement(item, f"{{{namespace}}}companyHandle").text = "c|110"
     etree.SubElement(item, f"{{{namespace}}}jobHandle").text = "j|110||broken|1"
@@ -188,9 +204,9 @@ def malformed_document(envelope: str, api_version: str) -> bytes:
     return whole[:cut] + b"<state>Running</progress></soapenv:Body>"
 
 
-def entity_bomb_document(envelope: str, api_version: str) -> bytes:
+def entity_bomb_document(envelope: str, api_version: str, operation: str = "getActiveJobs") -> bytes:
     """Billion laughs: nine levels of ten references, 10^9 copies of "lol" once expanded."""
-    root, item = _active_jobs_shell(envelope, api_version)
+    root, item = _active_jobs_shell(envelope, api_version, operation)
     namespace = api_namespace(api_version)
     handle = etree.SubElement(item, f"{{{namespace}}}companyHandle")
     handle.append(etree.Entity("lol9"))
@@ -200,9 +216,9 @@ def entity_bomb_document(envelope: str, api_version: str) -> bytes:
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", doctype=doctype))
 
 
-def xxe_document(envelope: str, api_version: str) -> bytes:
+def xxe_document(envelope: str, api_version: str, operation: str = "getActiveJobs") -> bytes:
     """An external entity that a careless parser would fill with /etc/passwd."""
-    root, item = _active_jobs_shell(envelope, api_version)
+    root, item = _active_jobs_shell(envelope, api_version, operation)
     namespace = api_namespace(api_version)
     handle = etree.SubElement(item, f"{{{namespace}}}companyHandle")
     handle.append(etree.Entity("xxe"))
@@ -211,10 +227,17 @@ def xxe_document(envelope: str, api_version: str) -> bytes:
 
 
 def oversized_stream(
-    envelope: str, namespace: str, job: etree._Element, size: int, chunk_bytes: int = 64 * 1024
+    envelope: str,
+    namespace: str,
+    job: etree._Element,
+    size: int,
+    chunk_bytes: int = 64 * 1024,
+    operation: str = "getActiveJobs",
 ) -> Iterator[bytes]:
-    """A well-formed-looking getActiveJobs answer repeating `job` until `size` bytes are out;
-    the closing tags never come unless the size is reached."""
+    """A well-formed-looking answer repeating `job` (an ActiveJob, or a JobLog for the job-log
+    operations) until `size` bytes are out; the closing tags never come unless the size is
+    reached."""
+    element, array_name = answer_elements(operation)
     sent = 0
     parts: list[bytes] = []
     pending = 0
@@ -230,8 +253,8 @@ def oversized_stream(
         with (
             xf.element(f"{{{envelope}}}Envelope", nsmap={"soapenv": envelope}),
             xf.element(f"{{{envelope}}}Body"),
-            xf.element(f"{{{namespace}}}getActiveJobsReturn", nsmap=default_nsmap(namespace)),
-            xf.element(f"{{{namespace}}}jobArray"),
+            xf.element(f"{{{namespace}}}{element}", nsmap=default_nsmap(namespace)),
+            xf.element(f"{{{namespace}}}{array_name}"),
         ):
             while sent < size:
                 xf.write(job)

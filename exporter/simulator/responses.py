@@ -20,11 +20,12 @@ import hmac
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import cast
 
 from lxml import etree
 
+from exporter.simulator.joblogs import JobLog, asset_handle, asset_type
 from exporter.simulator.world import (
     DETAIL_ELEMENT_NAMES,
     DETAIL_ELEMENTS,
@@ -61,6 +62,8 @@ OPERATIONS = frozenset(
         "stopJob",
         "pauseJob",
         "resumeJob",
+        "getJobLogs",
+        "getJobLogDetails",
     }
 )
 FAULT_STRINGS = {
@@ -95,7 +98,17 @@ def request_elements(operation: str, version: ApiVersion) -> tuple[str, ...]:
         return ("userHandle",)
     if operation == "getCompanyInfo":
         return ("companyHandle", "companyName")
+    if operation == "getJobLogs":
+        # userHandle since 3.8: every namespaced version, and the bare one of 3.8 too
+        return ("companyHandle", "userHandle", "sortBy", "sortDirection", "startDate", "endDate", "numRows")
+    if operation == "getJobLogDetails":
+        paging = ("logTypeArray", "recordsPerPage", "resultsPage", "sortBy", "sortDirection")
+        return ("companyHandle", "jobHandle", "originalName") + paging * version.job_log_descriptions
     return ("companyHandle", "jobHandle")  # stopJob, pauseJob, resumeJob
+
+
+# Request elements that hold a StringArray (`items` children) rather than text.
+ARRAY_ELEMENTS = frozenset({"logTypeArray"})
 
 
 def unexpected_subelement(namespace: str | None, children: Iterable[tuple[str | None, str]],
@@ -122,6 +135,7 @@ class SoapRequest:
     password: str | None = field(default=None, repr=False)
     fault_http_status: int | None = None
     gzip_response: bool | None = None
+    arrays: dict[str, tuple[str, ...]] = field(default_factory=dict)  # StringArray children
 
 
 class RequestError(Exception):
@@ -199,6 +213,16 @@ def parse_request(body: bytes, content_type: str | None = None) -> SoapRequest:
     if refused is not None:
         raise RequestError(envelope, SoapFault(None, 0, f"{AXIS2_REFUSAL}Unexpected subelement {refused}"))
     params = {local_name(child.tag): child.text or "" for child in elements}
+    arrays: dict[str, tuple[str, ...]] = {}
+    for child in elements:
+        name = local_name(child.tag)
+        if name in ARRAY_ELEMENTS:
+            entries = [entry for entry in child if isinstance(entry.tag, str)]
+            refused = unexpected_subelement(namespace, (split_tag(entry.tag) for entry in entries),
+                                            ("items",) * len(entries))
+            if refused is not None:
+                raise RequestError(envelope, SoapFault(None, 0, f"{AXIS2_REFUSAL}Unexpected subelement {refused}"))
+            arrays[name] = tuple(entry.text or "" for entry in entries)
     auth: dict[str, str] = {}
     if header is not None:
         for child in header:
@@ -211,6 +235,7 @@ def parse_request(body: bytes, content_type: str | None = None) -> SoapRequest:
         namespace=namespace,
         api_version=api_version,
         params=params,
+        arrays=arrays,
         user=auth.get("user"),
         password=auth.get("password"),
         fault_http_status=_status_code(auth.get("faultHttpStatusCode")),
@@ -383,6 +408,29 @@ _TAG_NAMES = (
     "imsOrgId",
     "role",
     "isActive",
+    "jobLogArray",
+    "jobName",
+    "originalJobName",
+    "logType",
+    "jobSubType",
+    "endDate",
+    "fileSuccessCount",
+    "fileErrorCount",
+    "fileWarningCount",
+    "fileDuplicateCount",
+    "fileUpdateCount",
+    "totalFileCount",
+    "transferSuccessCount",
+    "transferErrorCount",
+    "transferWarningCount",
+    "fatalError",
+    "detailTotalRows",
+    "detailArray",
+    "logMessage",
+    "dateCreated",
+    "assetName",
+    "assetType",
+    "assetHandle",
 )
 
 
@@ -618,6 +666,7 @@ class Responder:
         self.lock = threading.Lock()
         self.fmt = TimestampFormatter(world.tz)
         self._trees: dict[str, _JobTrees] = {}
+        self.corrupt_value = "-3"  # what an invalid_record fault writes into a JobLog count
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -627,12 +676,15 @@ class Responder:
         basic: tuple[str, str] | None = None,
         *,
         corrupt_record: bool = False,
+        corrupt_value: str | None = None,
     ) -> Answer:
         """The answer to an authenticated-or-not request. `basic` holds HTTP Basic
-        credentials; `corrupt_record` makes one job's numPending non-numeric (fault test)."""
+        credentials; `corrupt_record` makes one job's numPending non-numeric, or one job log's
+        fileErrorCount `corrupt_value` (default -3) (fault tests)."""
         fault = self.authenticate(request, basic)
         if fault is None:
             with self.lock, _cyclic_gc_paused():
+                self.corrupt_value = corrupt_value if corrupt_value is not None else "-3"
                 self.world.advance()
                 try:
                     return self._dispatch(request, corrupt_record)
@@ -687,6 +739,10 @@ class Responder:
                 "getCompanyInfoReturn",
                 lambda ret, t: self._company_element(ret, t, "companyInfo", company),
             )
+        if operation == "getJobLogs":
+            return self._job_logs(request, corrupt_record)
+        if operation == "getJobLogDetails":
+            return self._job_log_details(request, corrupt_record)
         # stopJob, pauseJob, resumeJob
         handle, job_handle = params.get("companyHandle"), params.get("jobHandle")
         if not handle or not job_handle:
@@ -829,6 +885,220 @@ class Responder:
                 corrupted[0].text = corrupted[1]
         sink.take()
         return Answer(200, sink.chunks, content_type_of(request.envelope))
+
+
+    # -- getJobLogs, getJobLogDetails ------------------------------------------------------
+
+    def _job_logs(self, request: SoapRequest, corrupt: bool) -> Answer:
+        params = request.params
+        company = params.get("companyHandle")
+        if company is not None:
+            self._company(company)
+        sort_by = params.get("sortBy", "StartDate")
+        key = JOB_LOG_SORT_KEYS.get(sort_by)
+        if key is None:
+            raise _Refused(SoapFault("ipsApiFault", 30001, f"Invalid sortBy: {sort_by}"))
+        descending = _direction(params.get("sortDirection"), "Descending")
+        start, end = _date_param(params, "startDate"), _date_param(params, "endDate")
+        rows = _int_param(params, "numRows", DEFAULT_JOB_LOG_ROWS)
+        if rows < 1:
+            raise _Refused(SoapFault("ipsApiFault", 30001, "Invalid numRows"))
+        by_end = self.config.job_log_date_filter == "end"
+        user = params.get("userHandle")
+        logs = []
+        for log in self.world.job_logs(company):
+            if user is not None and log.submit_user_email != user:
+                continue
+            when = log.end if by_end else log.start
+            if (start is not None or end is not None) and when is None:
+                continue
+            if start is not None and when is not None and when < start:
+                continue
+            if end is not None and when is not None and when > end:
+                continue
+            logs.append(log)
+        logs.sort(key=lambda log: (log.start, log.handle), reverse=descending)  # ties: by start
+        logs.sort(key=key, reverse=descending)
+        return self._job_log_answer(request, "getJobLogsReturn", logs[:rows], None, corrupt)
+
+    def _job_log_details(self, request: SoapRequest, corrupt: bool) -> Answer:
+        params = request.params
+        company = params.get("companyHandle")
+        if not company:
+            raise _Refused(SoapFault("ipsApiFault", 30002, "companyHandle is required"))
+        self._company(company)
+        job_handle, original = params.get("jobHandle"), params.get("originalName")
+        if job_handle is None and original is None:
+            raise _Refused(SoapFault("ipsApiFault", 30002, "jobHandle or originalName is required"))
+        logs = [
+            log
+            for log in self.world.job_logs(company)
+            if (job_handle is None or job_handle in (log.handle, log.active_handle))
+            and (original is None or log.original_name == original)
+        ]
+        if job_handle is not None and not logs:
+            raise _Refused(SoapFault("ipsApiFault", 30001, "Invalid job handle"))
+        logs.sort(key=lambda log: (log.start, log.handle))
+        per_page = _int_param(params, "recordsPerPage", MAX_DETAIL_ROWS)
+        if not 1 <= per_page <= MAX_DETAIL_ROWS:
+            raise _Refused(SoapFault("ipsApiFault", 30001, f"recordsPerPage must be 1 to {MAX_DETAIL_ROWS}"))
+        page = _int_param(params, "resultsPage", 1)
+        if page < 1:
+            raise _Refused(SoapFault("ipsApiFault", 30001, "Invalid resultsPage"))
+        sort_by = params.get("sortBy", "Date")
+        if sort_by not in ("Date", "LogType"):
+            raise _Refused(SoapFault("ipsApiFault", 30001, f"Invalid sortBy: {sort_by}"))
+        descending = _direction(params.get("sortDirection"), "Ascending")
+        wanted = request.arrays.get("logTypeArray")
+        detail = _DetailQuery(wanted, sort_by == "LogType", descending, per_page, page)
+        return self._job_log_answer(request, "getJobLogDetailsReturn", logs, detail, corrupt)
+
+    def _job_log_answer(
+        self, request: SoapRequest, element: str, logs: list[JobLog], detail: _DetailQuery | None, corrupt: bool
+    ) -> Answer:
+        version = ApiVersion(request.api_version)
+        modern, transfers = version.job_log_descriptions, version.job_log_transfer_counts
+        fmt = self.fmt
+
+        def fill(ret: etree._Element, t: dict[str, str]) -> None:
+            sub = etree.SubElement
+            array = sub(ret, t["jobLogArray"])
+            for index, log in enumerate(logs):
+                item = sub(array, t["items"])
+                fields: list[tuple[str, str | None]] = [
+                    ("companyHandle", log.company.handle),
+                    ("jobHandle", log.handle),
+                    ("jobName", log.name),
+                ]
+                if modern:
+                    fields.append(("originalJobName", log.original_name))
+                fields += [("submitUserEmail", log.submit_user_email), ("logType", log.log_type)]
+                if modern:
+                    fields.append(("jobSubType", log.job_sub_type))
+                fields.append(("startDate", fmt(log.start)))
+                if log.end is not None:
+                    fields.append(("endDate", fmt(log.end)))
+                if modern:
+                    fields.append(("description", log.description))
+                error = str(log.error) if not (corrupt and index == 0) else self.corrupt_value
+                fields += [
+                    ("fileSuccessCount", str(log.success)),
+                    ("fileErrorCount", error),
+                    ("fileWarningCount", str(log.warning)),
+                    ("fileDuplicateCount", str(log.duplicate)),
+                    ("fileUpdateCount", str(log.update)),
+                    ("totalFileCount", str(log.total)),
+                ]
+                if transfers:
+                    fields += [
+                        ("transferSuccessCount", str(log.transfer_success)),
+                        ("transferErrorCount", str(log.transfer_error)),
+                        ("transferWarningCount", str(log.transfer_warning)),
+                    ]
+                fields.append(("fatalError", "true" if log.fatal else "false"))
+                for name, value in fields:
+                    sub(item, t[name]).text = _text(value or "")
+                if detail is not None:
+                    self._details(item, t, log, detail, modern)
+
+        return self._simple(request, element, fill)
+
+    def _details(
+        self, item: etree._Element, t: dict[str, str], log: JobLog, query: _DetailQuery, modern: bool
+    ) -> None:
+        rows = log.details()
+        if query.log_types is not None:
+            rows = [row for row in rows if row[1] in query.log_types]
+        if query.by_type:
+            rows.sort(key=lambda row: row[1], reverse=query.descending)
+        elif query.descending:
+            rows.reverse()
+        sub, fmt = etree.SubElement, self.fmt
+        if modern:
+            sub(item, t["detailTotalRows"]).text = str(len(rows))
+            first = (query.page - 1) * query.per_page
+            rows = rows[first : first + query.per_page]
+        array = sub(item, t["detailArray"])
+        for message, log_type, created, file_name in rows:
+            entry = sub(array, t["items"])
+            sub(entry, t["logMessage"]).text = _text(message)
+            sub(entry, t["logType"]).text = log_type
+            sub(entry, t["dateCreated"]).text = fmt(created)
+            if modern and file_name is not None:
+                sub(entry, t["assetName"]).text = file_name.rpartition("/")[2]
+                sub(entry, t["assetType"]).text = asset_type(file_name, log.job_type)
+                sub(entry, t["assetHandle"]).text = asset_handle(log.company, file_name)
+
+    def sample_job_log(self, request: SoapRequest) -> etree._Element | None:
+        """A detached JobLog element in the request's namespace (the oversized-answer fault
+        repeats it), or None when there is no log."""
+        with self.lock:
+            self.world.advance()
+            logs = self.world.job_logs()
+            if not logs:
+                return None
+            answer = self._job_log_answer(request, "getJobLogsReturn", logs[:1], None, corrupt=False)
+        ret = etree.fromstring(answer.body())[0][0]
+        return copy.deepcopy(ret[0][0])
+
+
+JOB_LOG_SORT_KEYS: dict[str, Callable[[JobLog], str | int | float]] = {
+    "JobName": lambda log: log.name,
+    "LogType": lambda log: log.log_type,
+    "StartDate": lambda log: log.start,
+    "CompanyName": lambda log: log.company.name,
+    "UserId": lambda log: log.submit_user_email,  # the simulator's users have no other id
+    "Email": lambda log: log.submit_user_email,
+    "FileErrorCount": lambda log: log.error,
+    "FileWarningCount": lambda log: log.warning,
+    "FileSuccessCount": lambda log: log.success,
+}
+DEFAULT_JOB_LOG_ROWS = 1000  # getJobLogs without numRows: at most this many (newest first)
+MAX_DETAIL_ROWS = 1000  # getJobLogDetails recordsPerPage: default and maximum
+
+
+@dataclass(frozen=True)
+class _DetailQuery:
+    log_types: tuple[str, ...] | None
+    by_type: bool
+    descending: bool
+    per_page: int
+    page: int
+
+
+def _direction(value: str | None, default: str) -> bool:
+    """True for Descending."""
+    value = default if value is None else value
+    if value not in ("Ascending", "Descending"):
+        raise _Refused(SoapFault("ipsApiFault", 30001, f"Invalid sortDirection: {value}"))
+    return value == "Descending"
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int) -> int:
+    text = params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise _Refused(SoapFault("ipsApiFault", 30001, f"Invalid {name}")) from None
+    if not -(2**31) <= value < 2**31:
+        raise _Refused(SoapFault("ipsApiFault", 30001, f"Invalid {name}"))
+    return value
+
+
+def _date_param(params: Mapping[str, str], name: str) -> float | None:
+    """An xs:dateTime parameter as unix seconds (no offset: UTC); None if absent."""
+    text = params.get(name)
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise _Refused(SoapFault("ipsApiFault", 30001, f"Invalid {name}")) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from exporter.simulator.faults import (
     FaultKind,
     FaultPlan,
     Faults,
+    answer_elements,
     entity_bomb_document,
     maintenance_page,
     malformed_document,
@@ -119,19 +120,22 @@ class Simulator:
             fault = SoapFault(element, plan.code or code, plan.reason or reason)
             status = plan.fault_http_status or soap.fault_http_status or 500
             return Response(status, fault_document(envelope, fault), content_type)
+        operation = soap.operation
         if kind is FaultKind.MALFORMED:
-            return Response(200, malformed_document(envelope, version), content_type)
+            return Response(200, malformed_document(envelope, version, operation), content_type)
         if kind is FaultKind.ENTITY_BOMB:
-            return Response(200, entity_bomb_document(envelope, version), content_type)
+            return Response(200, entity_bomb_document(envelope, version, operation), content_type)
         if kind is FaultKind.XXE:
-            return Response(200, xxe_document(envelope, version), content_type)
+            return Response(200, xxe_document(envelope, version, operation), content_type)
         if kind is FaultKind.HTML_200:
             return Response(200, maintenance_page(), _HTML)
         if kind is FaultKind.RESET:
             _drop_connection()
         basic = basic_credentials(request.headers.get("authorization"))
         if kind is FaultKind.INVALID_RECORD:
-            answer = await asyncio.to_thread(self.responder.answer, soap, basic, corrupt_record=True)
+            answer = await asyncio.to_thread(
+                self.responder.answer, soap, basic, corrupt_record=True, corrupt_value=plan.value
+            )
             return _send(answer, request, soap)
         if kind is FaultKind.TRUNCATED:
             answer = await asyncio.to_thread(self.responder.answer, soap, basic)
@@ -143,10 +147,12 @@ class Simulator:
                 headers=(("content-length", str(len(body))),),
             )
         # OVERSIZED
-        job = await asyncio.to_thread(self.responder.sample_job, soap)
+        logs = answer_elements(operation)[0] != "getActiveJobsReturn"
+        sample = self.responder.sample_job_log if logs else self.responder.sample_job
+        job = await asyncio.to_thread(sample, soap)
         if job is None:  # nothing to repeat in an empty world
-            return Response(200, malformed_document(envelope, version), content_type)
-        stream = oversized_stream(envelope, soap.namespace, job, plan.size)
+            return Response(200, malformed_document(envelope, version, operation), content_type)
+        stream = oversized_stream(envelope, soap.namespace, job, plan.size, operation=operation)
         return Response(200, _iterate(stream), content_type)
 
     # -- control ---------------------------------------------------------------------------

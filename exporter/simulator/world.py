@@ -32,9 +32,12 @@ import heapq
 import math
 import random
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+
+from exporter.simulator.joblogs import OUTCOMES, JobLog, log_of_job, short_job_log
 
 TASK_STATES = ("Unknown", "New", "Processing", "Stopping", "Done", "Failed")
 JOB_STATES = (
@@ -165,8 +168,21 @@ class SimulatorConfig:
     items_per_task: tuple[int, int] = (1, 20)
     utc_offset_minutes: int = -300  # IPS North America answers in US Central/Eastern time
     keepers: bool = True
+    # Job logs (see exporter/simulator/joblogs.py). getJobLogs' startDate/endDate filter a
+    # log by its job's start ("start", what we believe IPS does) or by its end ("end").
+    job_log_date_filter: str = "start"
+    job_log_days: float = 7.0  # finished jobs' logs are kept this long ...
+    job_log_max: int = 5000  # ... and at most this many: memory stays flat
+    job_log_backfill_hours: float = 24.0  # a past of short and long jobs before the start
+    short_job_period: float = 600.0  # a log-only short job every period / time_scale s; 0: none
 
     def __post_init__(self) -> None:
+        if self.job_log_date_filter not in ("start", "end"):
+            raise ValueError('job_log_date_filter must be "start" or "end"')
+        if self.job_log_days <= 0 or self.job_log_max < 1:
+            raise ValueError("job_log_days and job_log_max must be positive")
+        if self.job_log_backfill_hours < 0 or self.short_job_period < 0:
+            raise ValueError("job_log_backfill_hours and short_job_period must not be negative")
         if self.companies < 1:
             raise ValueError("companies must be at least 1")
         if self.jobs < 0:
@@ -474,9 +490,12 @@ class World:
         self._sources: list[_Source] = []
         self._next_number = _FIRST_JOB_NUMBER
         self._seq = 0
+        self._history: deque[JobLog] = deque(maxlen=self.config.job_log_max)  # finished, departed
+        self._next_short = 0  # the next short job to end, by index (see _short_job)
         now = self._clock_seconds()
         self.now = now
         self.started = now
+        self._backfill(now)
         self._populate(now)
         self._advance_to(now)
 
@@ -497,6 +516,17 @@ class World:
         for job in gone:
             del self._jobs[job.number]
             del self._by_handle_jobs[(job.company.handle, job.handle)]
+            # the log as it was when the job left (complete: it left after its end)
+            self._history.append(log_of_job(job, job.wall(job.leave_at), self.config.seed))
+        while True:
+            short = self._short_job(self._next_short)
+            if short is None or short.end is None or short.end > now:
+                break
+            self._history.append(short)
+            self._next_short += 1
+        horizon = now - self.config.job_log_days * 86400
+        while self._history and (self._history[0].end or now) < horizon:
+            self._history.popleft()
         self.now = now
         return now
 
@@ -528,6 +558,51 @@ class World:
                 continue
             jobs.append(job)
         return jobs
+
+    def job_logs(self, company: str | None = None) -> list[JobLog]:
+        """The logs getJobLogs draws from at the current time (call `advance()` first): the
+        kept logs of finished jobs that left, then the logs of the jobs still listed (complete
+        or running), optionally of one company. Unsorted."""
+        now = self.now
+        seed = self.config.seed
+        logs = [log for log in self._history if company is None or log.company.handle == company]
+        logs += [
+            log_of_job(job, now, seed)
+            for job in self._jobs.values()
+            if company is None or job.company.handle == company
+        ]
+        return logs
+
+    def history_size(self) -> int:
+        return len(self._history)
+
+    def _short_job(self, index: int) -> JobLog | None:
+        """Short job `index` (negative: before the world started), or None if there are none.
+        Job k starts at started + (k + 0.5) * period; live ones last 2 to 8 wall-clock seconds,
+        so no poll sees them; those of the past run up to hours when they fit before the start."""
+        period = self.config.short_job_period / self.config.time_scale
+        if period <= 0:
+            return None
+        rng = self._rng(f"short:{index}")
+        company = self.companies[index % len(self.companies)]
+        start = round(self.started + (index + 0.5) * period, 3)
+        duration = rng.uniform(2, 8)
+        if index < 0 and rng.random() < 0.4:
+            duration = min(rng.uniform(60, 4 * 3600), self.started - start - 1)
+        outcome = OUTCOMES[index % len(OUTCOMES)]
+        return short_job_log(
+            rng, company, rng.choice(company.users), _original_name(rng), outcome, start, max(duration, 1.0), self.tz
+        )
+
+    def _backfill(self, now: float) -> None:
+        period = self.config.short_job_period / self.config.time_scale
+        if period <= 0 or self.config.job_log_backfill_hours <= 0:
+            return
+        count = min(self.config.job_log_max, int(self.config.job_log_backfill_hours * 3600 / period))
+        for index in range(-count, 0):
+            log = self._short_job(index)
+            if log is not None and log.end is not None and log.end <= now:
+                self._history.append(log)
 
     def job_numbers(self) -> set[int]:
         return set(self._jobs)
