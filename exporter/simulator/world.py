@@ -565,7 +565,12 @@ class World:
         or running), optionally of one company. Unsorted."""
         now = self.now
         seed = self.config.seed
-        logs = [log for log in self._history if company is None or log.company.handle == company]
+        horizon = now - self.config.job_log_days * 86400  # departures end nearly, not quite, in order
+        logs = [
+            log
+            for log in self._history
+            if (company is None or log.company.handle == company) and (log.end or now) >= horizon
+        ]
         logs += [
             log_of_job(job, now, seed)
             for job in self._jobs.values()
@@ -599,10 +604,9 @@ class World:
         if period <= 0 or self.config.job_log_backfill_hours <= 0:
             return
         count = min(self.config.job_log_max, int(self.config.job_log_backfill_hours * 3600 / period))
-        for index in range(-count, 0):
-            log = self._short_job(index)
-            if log is not None and log.end is not None and log.end <= now:
-                self._history.append(log)
+        past = [self._short_job(index) for index in range(-count, 0)]
+        ended = [log for log in past if log is not None and log.end is not None and log.end <= now]
+        self._history.extend(sorted(ended, key=lambda log: log.end or 0.0))  # the order they ended in
 
     def job_numbers(self) -> set[int]:
         return set(self._jobs)
