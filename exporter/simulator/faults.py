@@ -3,8 +3,9 @@
 The exporter must survive slow answers, 5xx pages from a proxy, SOAP faults, broken and hostile
 XML, truncated and endless bodies, and dropped connections, and recover when IPS does. A test or
 an operator switches one `FaultPlan` on at run time (in-process with `Faults.set`, over HTTP
-with `POST /simulator/faults`), optionally only for one company or operation and for a number
-of requests, after which it clears itself.
+with `POST /simulator/faults`), optionally only for one company, one `operation` or several
+(`operations`, e.g. the job logs alone) and for a number of requests, after which it clears itself.
+The hostile bodies take the shape of the operation's answer (getActiveJobs or the job logs).
 
 The hostile documents are hand-made on purpose: no XML library writes a billion-laughs DTD or
 a body cut in the middle of a tag. Everything else is written with lxml.
