@@ -7,6 +7,7 @@ raw string: a new state from Adobe must never break a poll.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -130,6 +131,115 @@ class Company(IpsModel):
     root_path: str = ""
     expires: AwareDatetime | None = None
     ims_org_id: str | None = None
+
+
+# xs:int and xs:boolean as XML Schema writes them. Pydantic's lax parsing would take "1.0",
+# "1_000", "yes" or "on": for a JobLog those make the record invalid, as for a schema validator.
+XS_INT_MAX = 2**31 - 1
+_XS_INT = re.compile(r"[+-]?[0-9]{1,12}")
+_XS_WHITESPACE = " \t\n\r"
+_XS_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _xs_int(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip(_XS_WHITESPACE)
+        if not _XS_INT.fullmatch(text):
+            raise ValueError("not an xs:int")
+        return int(text)
+    return value
+
+
+def _xs_boolean(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip(_XS_WHITESPACE)
+        if text not in _XS_BOOLEANS:
+            raise ValueError("not an xs:boolean")
+        return _XS_BOOLEANS[text]
+    return value
+
+
+# A JobLog count: a non-negative xs:int. IPS runs on Java, whose int ends at 2**31 - 1, so a
+# larger count comes only from a broken or hostile answer, and it would stay in the counters that
+# sum these counts for good (an active job's gauge recovers at the next poll): the record is
+# invalid, as it is for a negative count.
+LogCount = Annotated[int, BeforeValidator(_xs_int), Field(ge=0, le=XS_INT_MAX)]
+XsBoolean = Annotated[bool, BeforeValidator(_xs_boolean)]
+
+
+class JobOutcome(StrEnum):
+    """How a finished job ended, from its JobLog: the `outcome` label of the job-log metrics."""
+
+    FATAL = "fatal"
+    ERRORS = "errors"
+    WARNINGS = "warnings"
+    SUCCEEDED = "succeeded"
+
+
+class JobLogSortBy(StrEnum):
+    """getJobLogsParam `sortBy`."""
+
+    JOB_NAME = "JobName"
+    LOG_TYPE = "LogType"
+    START_DATE = "StartDate"
+    COMPANY_NAME = "CompanyName"
+    USER_ID = "UserId"
+    EMAIL = "Email"
+    FILE_ERROR_COUNT = "FileErrorCount"
+    FILE_WARNING_COUNT = "FileWarningCount"
+    FILE_SUCCESS_COUNT = "FileSuccessCount"
+
+
+class SortDirection(StrEnum):
+    """getJobLogsParam `sortDirection`."""
+
+    ASCENDING = "Ascending"
+    DESCENDING = "Descending"
+
+
+class JobLog(IpsModel):
+    """One entry of getJobLogs: what became of a finished (or running) job.
+
+    Every API version has the handles, names, `logType`, the five file counts, `totalFileCount`
+    and `fatalError`; `originalJobName`, `jobSubType` and `description` came with 4.0
+    (2008-01-15), the `transfer*` counts with 4.4 (2009-07-31): absent, they are None. The
+    counts need not add up (Adobe's own example does not). `submitUserEmail` (personal data) and
+    `description` (free text) are kept for reading, never for a label. `detailTotalRows` and
+    `detailArray` (getJobLogDetails only) are not read: no log message is kept.
+    """
+
+    company_handle: str
+    job_handle: str
+    job_name: str
+    original_job_name: str | None = None
+    submit_user_email: str = Field(default="", repr=False)  # never a label
+    log_type: str
+    job_sub_type: str | None = None  # full, increment, ...: ImageServingPublish only
+    start_date: AwareDatetime | None = None
+    end_date: AwareDatetime | None = None  # only once the job has completed
+    description: str | None = Field(default=None, repr=False)  # never a label
+    file_success_count: LogCount
+    file_error_count: LogCount
+    file_warning_count: LogCount
+    file_duplicate_count: LogCount
+    file_update_count: LogCount
+    total_file_count: LogCount
+    transfer_success_count: LogCount | None = None
+    transfer_error_count: LogCount | None = None
+    transfer_warning_count: LogCount | None = None
+    fatal_error: XsBoolean
+
+    @property
+    def outcome(self) -> JobOutcome:
+        """`fatal` on a fatal error, else `errors` if a file or transfer failed, else
+        `warnings` if one warned, else `succeeded`."""
+        if self.fatal_error:
+            return JobOutcome.FATAL
+        if self.file_error_count or self.transfer_error_count:
+            return JobOutcome.ERRORS
+        if self.file_warning_count or self.transfer_warning_count:
+            return JobOutcome.WARNINGS
+        return JobOutcome.SUCCEEDED
 
 
 class CompanyMembership(IpsModel):

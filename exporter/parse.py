@@ -2,21 +2,22 @@
 
 A getActiveJobs answer for a big tenant is tens of MB. The reader turns each job into an
 `ActiveJob` as soon as its element ends and frees the element, so memory stays near one job, not
-one response. Item entries of a task can be counted without being kept. Elements are matched by
-namespace and local name, whatever the prefixes, for every IPS API version and SOAP 1.1 or 1.2.
+one response. Item entries of a task can be counted without being kept. getJobLogs answers are
+read the same way, one `JobLog` per record. Elements are matched by namespace and local name,
+whatever the prefixes, for every IPS API version and SOAP 1.1 or 1.2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from exporter.errors import FAULT_CLASSES, ApiFault, IpsFault, MalformedResponse
-from exporter.models import ActiveJob, CompanyMembership
+from exporter.models import ActiveJob, CompanyMembership, JobLog
 from exporter.soap import (
     SOAP_ENVELOPES,
     PrologGuard,
@@ -38,20 +39,61 @@ class ActiveJobsResult:
     first_invalid: str = ""  # why the first invalid record was left out (IPS text: untrusted)
 
 
+@dataclass(frozen=True)
+class JobLogsResult:
+    """The job logs of one getJobLogs answer, and what was left out of them."""
+
+    logs: tuple[JobLog, ...]
+    invalid_records: int = 0
+    first_invalid: str = ""  # why the first invalid record was left out (IPS text: untrusted)
+
+
+@dataclass(frozen=True)
+class Records:
+    """Where the records of an operation's answer are, and how one is read.
+
+    The records are the `items` of the array element named `array`; `read(element,
+    keep_items)` makes one a model or raises ValidationError. An invalid record is told as
+    `<what> '<text of its name element>'`.
+    """
+
+    array: str
+    read: Callable[[etree._Element, bool], BaseModel]
+    what: str
+    name: str
+
+
+def _active_job(element: etree._Element, keep_items: bool) -> ActiveJob:
+    return ActiveJob.model_validate(job_record(element, keep_items))
+
+
+def _job_log(element: etree._Element, _keep_items: bool) -> JobLog:
+    return JobLog.model_validate(job_log_record(element))
+
+
+# The operations whose answers hold records read one by one as they stream in.
+RECORDS: dict[str, Records] = {
+    "getActiveJobs": Records("jobArray", _active_job, "job", "name"),
+    "getJobLogs": Records("jobLogArray", _job_log, "job log", "jobName"),
+}
+
+
 class ResponseReader:
     """Parses one SOAP response to `<operation>Param` as it streams in.
 
     `feed()` the body chunk by chunk, then `close()` returns the `<operation>Return` element or
-    raises the typed error of a SOAP fault or a malformed answer. For getActiveJobs the jobs
-    are collected on the way (`result()`), each job element freed once read.
+    raises the typed error of a SOAP fault or a malformed answer. For the operations of
+    `RECORDS` the records are read on the way, each element freed once read: `result()` gives
+    the jobs of getActiveJobs, `job_logs()` the job logs of getJobLogs.
     """
 
     def __init__(self, operation: str, *, keep_items: bool = True) -> None:
         self.operation = operation
         self.keep_items = keep_items
+        self._records = RECORDS.get(operation)
         self._guard = PrologGuard()
         self._parser = hardened_pull_parser(tag="{*}items")
-        self._jobs: list[ActiveJob] = []
+        self._read: list[Any] = []  # models of self._records.read
         self._invalid = 0
         self._first_invalid = ""
 
@@ -75,8 +117,12 @@ class ResponseReader:
         return _operation_return(root, self.operation)
 
     def result(self) -> ActiveJobsResult:
-        """The jobs read so far, once `close()` accepted the document."""
-        return ActiveJobsResult(tuple(self._jobs), self._invalid, self._first_invalid)
+        """The jobs read so far (getActiveJobs), once `close()` accepted the document."""
+        return ActiveJobsResult(tuple(self._read), self._invalid, self._first_invalid)
+
+    def job_logs(self) -> JobLogsResult:
+        """The job logs read so far (getJobLogs), once `close()` accepted the document."""
+        return JobLogsResult(tuple(self._read), self._invalid, self._first_invalid)
 
     def _drain(self) -> None:
         for _event, element in self._parser.read_events():
@@ -86,27 +132,29 @@ class ResponseReader:
             if parent is None:
                 continue
             array = local_name(parent.tag)
-            if array == "jobArray":
-                self._read_job(element)
-                # Free the job and the empty shells of the jobs before it.
+            if self._records is not None and array == self._records.array:
+                self._read_record(element, self._records)
+                # Free the record and the empty shells of the records before it.
                 element.clear()
                 while element.getprevious() is not None:
                     del parent[0]
-            elif array == "taskItemProgressArray" and not self.keep_items:
+            elif array == "detailArray" or (array == "taskItemProgressArray" and not self.keep_items):
+                # A job log's messages are never read, a task's items only counted here:
+                # freed as each ends, so one record with thousands of them stays small.
                 element.clear()
 
-    def _read_job(self, element: etree._Element) -> None:
+    def _read_record(self, element: etree._Element, records: Records) -> None:
         try:
-            job = ActiveJob.model_validate(job_record(element, self.keep_items))
+            record = records.read(element, self.keep_items)
         except ValidationError as exc:
             # Counted, and the first one kept for the poller's one line: a hostile answer of a
             # million bad records must not become a million log lines.
             self._invalid += 1
             if self._invalid == 1:
                 fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
-                self._first_invalid = f"job {child_text(element, 'name')!r}: bad {fields}"
+                self._first_invalid = f"{records.what} {child_text(element, records.name)!r}: bad {fields}"
             return
-        self._jobs.append(job)
+        self._read.append(record)
 
 
 def job_record(element: etree._Element, keep_items: bool) -> dict[str, Any]:
@@ -137,6 +185,12 @@ def task_record(element: etree._Element, keep_items: bool) -> dict[str, Any]:
 
 def _leaf_record(element: etree._Element) -> dict[str, str]:
     return {local_name(child.tag): child.text or "" for child in element}
+
+
+def job_log_record(element: etree._Element) -> dict[str, str]:
+    """A JobLog element as a mapping of wire names; `detailArray` and any other element with
+    children of its own is left out."""
+    return {local_name(child.tag): child.text or "" for child in element if len(child) == 0}
 
 
 def _operation_return(root: etree._Element, operation: str) -> etree._Element:
@@ -212,10 +266,21 @@ def check_job_array(element: etree._Element) -> None:
         raise MalformedResponse("getActiveJobsReturn without jobArray")
 
 
+def check_job_log_array(element: etree._Element) -> None:
+    """getJobLogsReturn must hold a jobLogArray (the schema requires it), even an empty one: an
+    answer without one is not read as "no job finished"."""
+    if next(iter_children(element, "jobLogArray"), None) is None:
+        raise MalformedResponse("getJobLogsReturn without jobLogArray")
+
+
 __all__ = [
+    "RECORDS",
     "ActiveJobsResult",
+    "JobLogsResult",
+    "Records",
     "ResponseReader",
     "check_job_array",
+    "check_job_log_array",
     "companies_from_membership",
     "fault_error",
     "read_document",
