@@ -1,4 +1,4 @@
-"""Async client of the IPS SOAP API: the three calls the exporter makes, and nothing more.
+"""Async client of the IPS SOAP API: the calls the exporter makes, and nothing more.
 
 Each call posts one SOAP 1.1 envelope, streams the answer through the incremental reader with
 a size cap, and maps every failure onto the typed errors of `exporter.errors`. Timeouts,
@@ -14,6 +14,7 @@ import random
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import httpx
@@ -28,8 +29,15 @@ from exporter.errors import (
     OversizedResponse,
     tame,
 )
-from exporter.models import CompanyMembership
-from exporter.parse import ActiveJobsResult, ResponseReader, check_job_array, companies_from_membership
+from exporter.models import XS_INT_MAX, CompanyMembership, JobLogSortBy, SortDirection
+from exporter.parse import (
+    ActiveJobsResult,
+    JobLogsResult,
+    ResponseReader,
+    check_job_array,
+    check_job_log_array,
+    companies_from_membership,
+)
 from exporter.soap import SOAP11_CONTENT_TYPE, AuthHeader, build_envelope
 from exporter.versions import DEFAULT_API_VERSION, ApiVersion
 
@@ -77,6 +85,13 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_backoff, self.initial_backoff * 2**attempt))  # noqa: S311
+
+
+def xs_date_time(moment: datetime) -> str:
+    """An aware datetime as xs:dateTime in UTC with milliseconds: `2026-11-26T05:00:00.000Z`."""
+    if moment.utcoffset() is None:
+        raise ValueError(f"a naive datetime has no place in time: {moment.isoformat()}")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class IpsClient:
@@ -170,6 +185,38 @@ class IpsClient:
         reader = await self._call("getActiveJobs", params, keep_items=keep_items)
         check_job_array(reader.close())
         return reader.result()
+
+    async def get_job_logs(
+        self,
+        company_handle: str | None = None,
+        *,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        num_rows: int | None = None,
+        sort_by: JobLogSortBy | None = None,
+        sort_direction: SortDirection | None = None,
+    ) -> JobLogsResult:
+        """The job logs of finished jobs (getJobLogs), every parameter optional. Dates must be
+        aware; they are sent in UTC. IPS has no paging: an answer of exactly `num_rows` logs
+        may have left some out. `userHandle` is never sent: the logs of every user are wanted."""
+        params: dict[str, str] = {}  # in the order of getJobLogsParam: Axis2 reads a sequence
+        if company_handle is not None:
+            params["companyHandle"] = company_handle
+        if sort_by is not None:
+            params["sortBy"] = str(sort_by)
+        if sort_direction is not None:
+            params["sortDirection"] = str(sort_direction)
+        if start_date is not None:
+            params["startDate"] = xs_date_time(start_date)
+        if end_date is not None:
+            params["endDate"] = xs_date_time(end_date)
+        if num_rows is not None:
+            if isinstance(num_rows, bool) or not 1 <= num_rows <= XS_INT_MAX:
+                raise ValueError(f"num_rows must be an int from 1 to {XS_INT_MAX}, not {num_rows!r}")
+            params["numRows"] = str(num_rows)
+        reader = await self._call("getJobLogs", params)
+        check_job_log_array(reader.close())
+        return reader.job_logs()
 
     async def _call(
         self, operation: str, params: Mapping[str, str], *, keep_items: bool = True
