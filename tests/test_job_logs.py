@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import xmlschema
 from lxml import etree
+from pydantic import ValidationError
 from test_client import FAST_RETRY, Recorder, client_for, fault, xml_response
 
 from exporter.client import ResponseBudget, xs_date_time
@@ -231,8 +233,9 @@ def test_empty_job_log_array(empty):
 
 def test_an_answer_without_job_log_array_is_malformed_not_empty():
     document = answer().replace(b"<jobLogArray></jobLogArray>", b"")
-    with pytest.raises(MalformedResponse, match="getJobLogsReturn without jobLogArray"):
+    with pytest.raises(MalformedResponse) as caught:
         read_logs(document)
+    assert str(caught.value) == "getJobLogsReturn without jobLogArray"
 
 
 def test_only_items_of_the_job_log_array_are_job_logs():
@@ -308,6 +311,8 @@ def test_outcome_of_every_combination_is_the_worst_that_happened(counts):
     ({"fatalError": "yes"}, "fatalError"),
     ({"fatalError": ""}, "fatalError"),
     ({"fatalError": None}, "fatalError"),
+    ({"fileErrorCount": "\u00a04"}, "fileErrorCount"),  # a no-break space is no XML whitespace
+    ({"fatalError": "\u2003true"}, "fatalError"),
     ({"startDate": "yesterday"}, "startDate"),
     ({"endDate": "2026-11-26T05:12:30"}, "endDate"),  # no offset: not a point in time
 ])
@@ -338,6 +343,19 @@ def test_an_invalid_record_is_skipped_and_counted_and_the_rest_returned(values, 
 def test_what_the_schema_allows_is_read(values, expected):
     (log,) = read_logs(answer(job_log_xml("j", **values))).logs
     assert {field: getattr(log, field) for field in expected} == expected
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("fileErrorCount", "1.5", "not an xs:int"),
+    ("fatalError", "yes", "not an xs:boolean"),
+])
+def test_what_is_wrong_with_a_value_is_said(field, value, message):
+    record = {"companyHandle": "c", "jobHandle": "h", "jobName": "j", "logType": "BeginUpload",
+              **dict.fromkeys(COUNTS, "0"), "fatalError": "false", field: value}
+    with pytest.raises(ValidationError) as caught:
+        JobLog.model_validate(record)
+    (error,) = caught.value.errors()
+    assert (error["loc"], error["msg"]) == ((field,), f"Value error, {message}")
 
 
 def test_many_bad_records_are_counted_and_only_the_first_told():
@@ -436,6 +454,7 @@ async def test_every_parameter_is_sent_in_the_schema_order_to_every_version(sche
     ({}, []),
     ({"company_handle": "47"}, [("companyHandle", "47")]),
     ({"num_rows": 1}, [("numRows", "1")]),
+    ({"num_rows": XS_INT_MAX}, [("numRows", "2147483647")]),
     ({"end_date": datetime(2026, 1, 1, 0, 0, 0, 999, tzinfo=UTC), "company_handle": "c|1"},
      [("companyHandle", "c|1"), ("endDate", "2026-01-01T00:00:00.000Z")]),
     ({"sort_direction": SortDirection.ASCENDING,
@@ -467,7 +486,17 @@ async def test_parameters_ips_could_not_read_are_refused_before_asking(kwargs, m
     assert recorder.requests == []
 
 
-def test_xs_date_time():
+@pytest.fixture
+def tokyo(monkeypatch):
+    """The process's local time zone is Tokyo's for the test."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_xs_date_time(tokyo):
     assert xs_date_time(datetime(2026, 11, 26, 5, 0, 0, 123456, tzinfo=UTC)) == "2026-11-26T05:00:00.123Z"
     assert xs_date_time(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00.000Z"
     assert xs_date_time(datetime(2026, 3, 29, 2, 30, tzinfo=timezone(timedelta(hours=2, minutes=30)))) == \
