@@ -77,6 +77,18 @@ def test_at_the_cap_among_clients_holding_as_many_the_oldest_connection_goes() -
     assert closed.names == ["late0", "early0", "late1"]
 
 
+def test_at_the_cap_a_tie_goes_by_age_not_by_which_client_came_first() -> None:
+    table, closed = ConnectionTable(cap=4, per_client=4, handshakes_per_client=4), Closed()
+    first = table.admit("first", Phase.WAITING, closed("first0"))
+    table.admit("second", Phase.WAITING, closed("second0"))
+    table.admit("first", Phase.WAITING, closed("first1"))
+    second = table.admit("second", Phase.WAITING, closed("second1"))
+    assert first is not None and second is not None
+    first.phase = second.phase = Phase.BUSY
+    assert table.admit("new", Phase.WAITING, closed("new0")) is not None
+    assert closed.names == ["second0"]  # two each; first's candidate (first1) came after second0
+
+
 def test_at_the_cap_the_client_holding_most_loses_its_oldest_idle_connection() -> None:
     table, closed = ConnectionTable(cap=5, per_client=5, handshakes_per_client=5), Closed()
     table.admit("few", Phase.WAITING, closed("few0"))
