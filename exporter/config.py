@@ -178,6 +178,15 @@ class PollConfig(Section):
         return self.max_age if self.max_age is not None else 3 * self.interval
 
 
+class JobLogsConfig(Section):
+    """The job logs of finished jobs (getJobLogs): polled per company on their own schedule."""
+
+    interval: Duration = 300.0
+    enabled: bool = True
+    recent_window: Duration = 86400.0
+    recent_max: int = Field(default=200, ge=0)
+
+
 class WebSection(Section):
     listen_address: str = f":{DEFAULT_PORT}"
     config_file: Path | None = None
@@ -207,6 +216,7 @@ class Settings(BaseSettings):
 
     accounts: list[AccountConfig] = Field(default_factory=list)
     poll: PollConfig = PollConfig()
+    job_logs: JobLogsConfig = JobLogsConfig()
     web: WebSection = WebSection()
     log: LogSection = LogSection()
     shard: str | None = None
