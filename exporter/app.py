@@ -14,9 +14,10 @@ from exporter.client import IpsClient, ResponseBudget, RetryPolicy
 from exporter.config import AccountConfig, ConfigError, Settings, parse_shard, split_listen_address
 from exporter.exposition import Exposition
 from exporter.httpserver import HttpServer, host_port
+from exporter.joblogs import Plan, lookback_for
 from exporter.metrics import series_guard
-from exporter.poller import Account, Poller
-from exporter.snapshot import Store
+from exporter.poller import Account, JobLogPolling, Poller
+from exporter.snapshot import JobLogSettings, Store
 from exporter.web import PROBE_PATHS, WebApp
 from exporter.webconfig import WebConfig, load_web_config
 
@@ -51,7 +52,8 @@ class Exporter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         web_config = web_config_of(settings)
-        self.store = Store(max_age=settings.poll.effective_max_age, guard=series_guard(settings.poll.max_series))
+        self.store = Store(max_age=settings.poll.effective_max_age, guard=series_guard(settings.poll.max_series),
+                           job_logs=job_log_settings(settings))
         self.exposition = Exposition(self.store, interval=settings.poll.interval)
         self.budget = ResponseBudget(int(settings.poll.max_total_response_size))
         self.accounts = make_accounts(settings, self.budget)
@@ -99,7 +101,7 @@ class Exporter:
         await self.poller.stop()
         await close_clients(self.accounts)
         self.store.reconfigure({a.name for a in settings.accounts}, max_age=settings.poll.effective_max_age,
-                               guard=series_guard(settings.poll.max_series))
+                               guard=series_guard(settings.poll.max_series), job_logs=job_log_settings(settings))
         self.exposition.interval = settings.poll.interval
         self.budget.limit = int(settings.poll.max_total_response_size)
         self._apply_web_config(settings, web_config)
@@ -142,6 +144,25 @@ def password_reader(account: AccountConfig) -> Callable[[], str | None] | None:
     return read
 
 
+def job_log_plan(settings: Settings) -> Plan:
+    section = settings.job_logs
+    return Plan(lookback=lookback_for(section.interval, settings.poll.interval), recent_window=section.recent_window)
+
+
+def job_log_settings(settings: Settings) -> JobLogSettings:
+    section = settings.job_logs
+    return JobLogSettings(job_log_plan(settings), section.recent_max, section.enabled)
+
+
+def job_log_polling(settings: Settings) -> JobLogPolling | None:
+    """None when `job_logs.enabled` is false. A job-log poll (all its calls) is cancelled after
+    half its interval, and never sooner than one active poll's timeout."""
+    section = settings.job_logs
+    if not section.enabled:
+        return None
+    return JobLogPolling(section.interval, max(settings.poll.timeout, section.interval / 2), job_log_plan(settings))
+
+
 def make_poller(settings: Settings, accounts: list[Account], store: Store) -> Poller:
     return Poller(
         accounts,
@@ -151,6 +172,7 @@ def make_poller(settings: Settings, accounts: list[Account], store: Store) -> Po
         shard=parse_shard(settings.shard) if settings.shard else None,
         discovery_interval=settings.poll.discovery_interval,
         auth_backoff_max=settings.poll.auth_backoff_max,
+        job_logs=job_log_polling(settings),
     )
 
 

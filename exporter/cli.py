@@ -22,6 +22,7 @@ from exporter import APP_NAME, DEFAULT_PORT, __version__
 from exporter.config import (
     AccountConfig,
     ConfigError,
+    JobLogsConfig,
     PollConfig,
     Settings,
     WebSection,
@@ -185,6 +186,7 @@ def _demo_settings(args: argparse.Namespace) -> Settings:
         accounts=[AccountConfig(name="demo", endpoint="http://127.0.0.1:1/placeholder",
                                 user="demo@example.com", password="demo")],  # type: ignore[arg-type]  # noqa: S106
         poll=PollConfig(interval=5.0, timeout=4.0),
+        job_logs=JobLogsConfig(interval=10.0),
         web=WebSection(listen_address=overrides.get("web.listen_address") or f":{DEFAULT_PORT}"),
         log={"level": overrides.get("log.level") or "info",  # type: ignore[arg-type]
              "format": overrides.get("log.format") or "text"},

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.metrics import FAMILIES, FamilySpec, Frame
 from exporter.snapshot import State
 
-Family = GaugeMetricFamily | CounterMetricFamily
+Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
+KINDS: dict[str, type[Family]] = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily,
+                                  "histogram": HistogramMetricFamily}
 
 
 class SnapshotCollector(Collector):
@@ -30,7 +32,7 @@ class SnapshotCollector(Collector):
         self.poll_note = f" From a background poll of IPS every {interval:g}s."
 
     def _family(self, spec: FamilySpec) -> Family:
-        cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+        cls = KINDS[spec.kind]
         return cls(spec.name, spec.help + self.poll_note, labels=list(spec.labels))
 
     def describe(self) -> Iterator[Metric]:
@@ -43,5 +45,10 @@ class SnapshotCollector(Collector):
             family = self._family(spec)
             if per_job or not spec.per_job:
                 for labels, value in spec.samples(self.frame):
-                    family.add_metric(labels, value)
+                    if isinstance(family, HistogramMetricFamily):
+                        assert isinstance(value, tuple)
+                        family.add_metric(labels, list(value[0]), value[1])
+                    else:
+                        assert not isinstance(value, tuple)
+                        family.add_metric(labels, value)
             yield family

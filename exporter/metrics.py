@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 from exporter import __version__
 from exporter.errors import Reason
+from exporter.joblogs import DURATION_BUCKETS, FILE_RESULTS, LABEL_MAX, OUTCOMES, RecentJob
 from exporter.models import ActiveJob, JobState, TaskProgress, TaskState
 from exporter.snapshot import FINAL_STATES, CompanySnapshot, SeriesGuard, State
 
@@ -27,7 +28,9 @@ ERROR_REASONS = tuple(reason.value for reason in Reason)
 JOB_LABELS = ("company", "job_name", "job_type")
 TASK_LABELS = (*JOB_LABELS, "task_type")
 
-Sample = tuple[list[str], float]
+# A histogram's value: its cumulative buckets (upper bound, count) ending with +Inf, and its sum.
+HistogramValue = tuple[tuple[tuple[str, float], ...], float]
+Sample = tuple[list[str], float | HistogramValue]
 
 
 class Scope(StrEnum):
@@ -36,6 +39,7 @@ class Scope(StrEnum):
 
     TASK = "task"
     JOB = "job"
+    RECENT_JOB = "recent job"  # a job that ended within job_logs.recent_window
     COMPANY = "company"
     EXPORTER = "exporter"
 
@@ -71,13 +75,24 @@ class Frame:
                         seen.add((job.name, task.task_type))
                         yield [company.target.label, job.name, job.job_type, task.task_type], task
 
+    def recent_jobs(self) -> Iterator[tuple[str, RecentJob]]:
+        """(company label, job) of the jobs that ended within the recent window, newest first,
+        once per job_name label (two names alike in their first characters give one)."""
+        since = self.now - self.state.recent_window
+        for company in self.state.companies:
+            seen: set[str] = set()
+            for job in company.job_logs.recent:
+                if job.end >= since and job.job_name not in seen:
+                    seen.add(job.job_name)
+                    yield company.target.label, job
+
 
 @dataclass(frozen=True)
 class FamilySpec:
     """One metric family. `help` is its HELP text; `doc` its README description."""
 
     name: str
-    kind: str  # "gauge" or "counter" (a counter's name ends in _total)
+    kind: str  # "gauge", "counter" (a counter's name ends in _total) or "histogram"
     labels: tuple[str, ...]
     help: str
     scope: Scope
@@ -88,7 +103,7 @@ class FamilySpec:
 
     @property
     def per_job(self) -> bool:
-        return self.scope in (Scope.TASK, Scope.JOB)
+        return self.scope in (Scope.TASK, Scope.JOB, Scope.RECENT_JOB)
 
 
 # -- sample functions, in the order of the families ------------------------------------------
@@ -192,6 +207,67 @@ def _invalid_records(frame: Frame) -> Iterator[Sample]:
         yield [company.target.label], company.invalid_records_total
 
 
+def _jobs_finished(frame: Frame) -> Iterator[Sample]:
+    for company in frame.state.companies:
+        for log_type, counts in sorted(company.job_logs.finished.items()):
+            for outcome in OUTCOMES:
+                yield [company.target.label, log_type, outcome], counts.get(outcome, 0)
+
+
+def _job_files(frame: Frame) -> Iterator[Sample]:
+    for company in frame.state.companies:
+        for log_type, counts in sorted(company.job_logs.files.items()):
+            for result, count in zip(FILE_RESULTS, counts, strict=True):
+                yield [company.target.label, log_type, result], count
+
+
+def _job_duration(frame: Frame) -> Iterator[Sample]:
+    for company in frame.state.companies:
+        for log_type, histogram in sorted(company.job_logs.durations.items()):
+            yield [company.target.label, log_type], (tuple(histogram.cumulative()), histogram.total)
+
+
+def _last_job_end(frame: Frame) -> Iterator[Sample]:
+    for company in frame.state.companies:
+        for log_type, end in sorted(company.job_logs.last_end.items()):
+            yield [company.target.label, log_type], end
+
+
+def _recent_job_info(frame: Frame) -> Iterator[Sample]:
+    for company, job in frame.recent_jobs():
+        yield [company, job.job_name, job.log_type, job.outcome], 1
+
+
+def _recent_job_files(frame: Frame) -> Iterator[Sample]:
+    for company, job in frame.recent_jobs():
+        for result, count in zip(FILE_RESULTS, job.files, strict=True):
+            yield [company, job.job_name, result], count
+
+
+def _recent_job_end(frame: Frame) -> Iterator[Sample]:
+    for company, job in frame.recent_jobs():
+        yield [company, job.job_name], job.end
+
+
+def _job_log_polls(frame: Frame) -> Iterator[Sample]:
+    if frame.state.job_logs_enabled:
+        for company in frame.state.companies:
+            yield [company.target.label], company.job_logs.polls_total
+
+
+def _job_log_poll_errors(frame: Frame) -> Iterator[Sample]:
+    if frame.state.job_logs_enabled:
+        for company in frame.state.companies:
+            for reason in ERROR_REASONS:
+                yield [company.target.label, reason], company.job_logs.errors_total.get(reason, 0)
+
+
+def _job_logs_last_successful_poll(frame: Frame) -> Iterator[Sample]:
+    for company in frame.state.companies:
+        if company.job_logs.last_success is not None:
+            yield [company.target.label], company.job_logs.last_success
+
+
 def _series_dropped(frame: Frame) -> Iterator[Sample]:
     yield [], frame.state.series_dropped_total
 
@@ -279,6 +355,62 @@ FAMILIES: tuple[FamilySpec, ...] = (
         Scope.COMPANY, _invalid_records, "job records skipped as invalid",
     ),
     FamilySpec(
+        "scene7_jobs_finished_total", "counter", ("company", "log_type", "outcome"),
+        "Finished jobs by outcome, from the job logs (getJobLogs).", Scope.COMPANY, _jobs_finished,
+        "finished jobs, counted once each, ending after the exporter started; outcome: fatal (fatalError), "
+        "else errors (a file or transfer error), else warnings, else succeeded; the four exist at 0 for "
+        "every log_type seen",
+        label_values={"outcome": OUTCOMES},
+    ),
+    FamilySpec(
+        "scene7_job_files_total", "counter", ("company", "log_type", "result"),
+        "Files of finished jobs by result, from the job logs.", Scope.COMPANY, _job_files,
+        "sums over finished jobs of fileSuccessCount / fileErrorCount / fileWarningCount / "
+        "fileDuplicateCount / fileUpdateCount",
+        label_values={"result": FILE_RESULTS},
+    ),
+    FamilySpec(
+        "scene7_job_duration_seconds", "histogram", ("company", "log_type"),
+        "Duration of finished jobs (endDate - startDate), from the job logs.", Scope.COMPANY, _job_duration,
+        "histogram of endDate - startDate of finished jobs (negative as 0); buckets "
+        + ", ".join(f"{bound:g}" for bound in DURATION_BUCKETS),
+    ),
+    FamilySpec(
+        "scene7_last_job_end_timestamp_seconds", "gauge", ("company", "log_type"),
+        "When the latest finished job of a log type ended (Unix time).", Scope.COMPANY, _last_job_end,
+        "endDate of the latest finished job",
+    ),
+    FamilySpec(
+        "scene7_recent_job_info", "gauge", ("company", "job_name", "log_type", "outcome"),
+        "A job that ended within job_logs.recent_window, value 1.", Scope.RECENT_JOB, _recent_job_info,
+        "1 for each job that ended within `job_logs.recent_window`, newest first, at most "
+        f"`job_logs.recent_max` per company; job_name cut to {LABEL_MAX} characters",
+    ),
+    FamilySpec(
+        "scene7_recent_job_files", "gauge", ("company", "job_name", "result"),
+        "Files of a recently finished job by result.", Scope.RECENT_JOB, _recent_job_files,
+        "the file counts of those recent jobs", series_each=len(FILE_RESULTS),
+        label_values={"result": FILE_RESULTS},
+    ),
+    FamilySpec(
+        "scene7_recent_job_end_timestamp_seconds", "gauge", ("company", "job_name"),
+        "When a recently finished job ended (Unix time).", Scope.RECENT_JOB, _recent_job_end, "their endDate",
+    ),
+    FamilySpec(
+        "scene7_job_log_polls_total", "counter", ("company",), "Job-log polls of the company attempted.",
+        Scope.COMPANY, _job_log_polls, "job-log polls attempted",
+    ),
+    FamilySpec(
+        "scene7_job_log_poll_errors_total", "counter", ("company", "reason"),
+        "Failed or skipped job-log polls by reason.", Scope.COMPANY, _job_log_poll_errors,
+        "failed job-log polls by reason (the reasons of `scene7_poll_errors_total`)",
+    ),
+    FamilySpec(
+        "scene7_job_logs_last_successful_poll_timestamp_seconds", "gauge", ("company",),
+        "When the job logs of the company were last polled successfully (Unix time).", Scope.COMPANY,
+        _job_logs_last_successful_poll, "Unix seconds",
+    ),
+    FamilySpec(
         "scene7_series_dropped_total", "counter", (),
         "Per-job series not exported because of poll.max_series.", Scope.EXPORTER, _series_dropped,
         "per-job series not exported because of `poll.max_series`",
@@ -294,11 +426,12 @@ BY_NAME: Mapping[str, FamilySpec] = MappingProxyType({spec.name: spec for spec i
 PER_JOB_FAMILIES: frozenset[str] = frozenset(spec.name for spec in FAMILIES if spec.per_job)
 SERIES_PER_JOB = sum(spec.series_each for spec in FAMILIES if spec.scope is Scope.JOB)
 SERIES_PER_TASK = sum(spec.series_each for spec in FAMILIES if spec.scope is Scope.TASK)
+SERIES_PER_RECENT_JOB = sum(spec.series_each for spec in FAMILIES if spec.scope is Scope.RECENT_JOB)
 
 
 def series_guard(max_series: int) -> SeriesGuard:
-    """The max-series guard, with what a job and a task cost in the families above."""
-    return SeriesGuard(max_series, SERIES_PER_JOB, SERIES_PER_TASK)
+    """The max-series guard, with what a job, a task and a recent job cost in the families above."""
+    return SeriesGuard(max_series, SERIES_PER_JOB, SERIES_PER_TASK, SERIES_PER_RECENT_JOB)
 
 
 def markdown_table() -> str:

@@ -9,6 +9,11 @@ company discovery: a wrong password is visible as `scene7_up 0` from the first p
 discovery runs again every `discovery_interval`, so companies added to or removed from the user
 are followed without a restart.
 
+Job logs (getJobLogs: what became of finished jobs) are polled per company by a job of their own
+every `job_logs.interval`, never in the way of the active-jobs poll: a job-log poll that fails or
+is slow is counted in the job-log families alone, and never makes `scene7_up` 0. It does not
+call IPS while the account or company is paused, and does not pause it itself.
+
 Credentials IPS refuses are not sent again at every interval (that is how accounts get locked):
 an authentication fault pauses the whole account, an authorization fault the company alone, with
 one probe at a time after an exponential backoff from the interval to `auth_backoff_max`.
@@ -22,7 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -31,7 +36,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.client import IpsClient
 from exporter.errors import IpsError, Reason, tame
-from exporter.models import CompanyMembership
+from exporter.joblogs import Plan, sweep
+from exporter.models import CompanyMembership, JobLogSortBy, SortDirection
+from exporter.parse import JobLogsResult
 from exporter.snapshot import CompanyTarget, Store
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,16 @@ class Account:
     client: IpsClient
     companies: tuple[str, ...] = ()
     password: Callable[[], str | None] | None = None
+
+
+@dataclass(frozen=True)
+class JobLogPolling:
+    """How job logs are polled: every `interval` seconds per company, a poll (all its calls)
+    cancelled after `timeout`, each following `plan`."""
+
+    interval: float = 300.0
+    timeout: float = 150.0
+    plan: Plan = field(default_factory=Plan)
 
 
 @dataclass
@@ -123,6 +140,7 @@ class Poller:
         jitter: float | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        job_logs: JobLogPolling | None = None,
     ) -> None:
         """`clock` gives the wall time polls are stamped with, `timer` measures their duration
         and the pauses after refused credentials."""
@@ -136,9 +154,12 @@ class Poller:
         self.jitter = min(interval / 10, 5.0) if jitter is None else jitter
         self.clock = clock
         self.timer = timer
+        self.job_logs = job_logs  # None: job logs are not polled
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.scheduler.add_listener(self._on_missed_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._targets: dict[str, CompanyTarget] = {}
+        self._log_targets: dict[str, CompanyTarget] = {}  # job-log polls, by job id
+        self._last_log_failure: dict[CompanyTarget, str] = {}
         self._last_failure: dict[CompanyTarget, str] = {}
         self._paused: dict[str | CompanyTarget, Pause] = {}  # by account name, or by company
         self.first_poll_attempted = asyncio.Event()
@@ -166,22 +187,43 @@ class Poller:
     def _job_id(target: CompanyTarget) -> str:
         return f"{target.account}\x00{target.handle}"
 
+    @staticmethod
+    def _log_job_id(target: CompanyTarget) -> str:
+        return f"{target.account}\x00{target.handle}\x00job logs"
+
     def _schedule(
         self, target: CompanyTarget, poll: Callable[[CompanyTarget], Awaitable[None]]
     ) -> None:
         job_id = self._job_id(target)
         self._targets[job_id] = target
-        first = datetime.now(UTC) + timedelta(seconds=random.uniform(0, self.jitter))  # noqa: S311
+        self._add_job(job_id, target, poll, self.interval, self.jitter)
+
+    def _schedule_job_logs(self, target: CompanyTarget) -> None:
+        if self.job_logs is None:
+            return
+        job_id = self._log_job_id(target)
+        self._log_targets[job_id] = target
+        self._add_job(job_id, target, self._poll_job_logs, self.job_logs.interval,
+                      min(self.jitter, self.job_logs.interval / 10))
+
+    def _unschedule(self, target: CompanyTarget) -> None:
+        for job_id, targets in ((self._job_id(target), self._targets), (self._log_job_id(target), self._log_targets)):
+            if targets.pop(job_id, None) is not None:
+                self.scheduler.remove_job(job_id)
+
+    def _add_job(self, job_id: str, target: CompanyTarget, poll: Callable[[CompanyTarget], Awaitable[None]],
+                 interval: float, jitter: float) -> None:
+        first = datetime.now(UTC) + timedelta(seconds=random.uniform(0, jitter))  # noqa: S311
         self.scheduler.add_job(
             self._run,
             "interval",
             args=[target, poll],
-            seconds=self.interval,
-            jitter=self.jitter or None,
+            seconds=interval,
+            jitter=jitter or None,
             id=job_id,
             max_instances=1,
             coalesce=True,
-            misfire_grace_time=max(1, int(self.interval / 2)),
+            misfire_grace_time=max(1, int(interval / 2)),
             next_run_time=first,
         )
 
@@ -205,6 +247,9 @@ class Poller:
         target = self._targets.get(event.job_id)
         if target is not None and self.store.record_skipped(target) is not None:
             log.warning("poll of company %r skipped: the previous poll is still running", target.label)
+        target = self._log_targets.get(event.job_id)
+        if target is not None and self.store.record_job_log_failure(target, Reason.SKIPPED) is not None:
+            log.warning("job-log poll of company %r skipped: the previous one is still running", target.label)
 
     async def _timed(
         self, target: CompanyTarget, call: Callable[[], Awaitable[T]], *, record: bool = True
@@ -321,6 +366,58 @@ class Poller:
             target, result.jobs, at=started_wall, duration=duration, invalid_records=result.invalid_records
         )
 
+    async def _poll_job_logs(self, target: CompanyTarget) -> None:
+        """One job-log poll of the company (see exporter/joblogs.py): its outcome goes to the
+        job-log families alone, never to `scene7_up` or the active-job series."""
+        assert self.job_logs is not None
+        polling = self.job_logs
+        account = self.accounts[target.account]
+        client = account.client
+        self._read_password(account)
+        if self._paused.get(target.account) or self._paused.get(target):
+            reason = Reason.AUTHENTICATION if target.account in self._paused else Reason.AUTHORIZATION
+            self.store.record_job_log_failure(target, reason)
+            return
+
+        async def fetch(start: datetime, end: datetime, rows: int) -> JobLogsResult:
+            return await client.get_job_logs(target.handle, start_date=start, end_date=end, num_rows=rows,
+                                             sort_by=JobLogSortBy.START_DATE,
+                                             sort_direction=SortDirection.DESCENDING)
+
+        started_wall, started = self.clock(), self.timer()
+        bug: Exception | None = None
+        try:
+            async with asyncio.timeout(polling.timeout):
+                result = await sweep(fetch, self.store.job_log_book(target), now=started_wall, plan=polling.plan)
+        except IpsError as exc:
+            reason, message = exc.reason, tame(str(exc), client.secrets)
+        except TimeoutError:
+            reason, message = Reason.TIMEOUT, f"not complete within the job-log poll timeout of {polling.timeout:g}s"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours must not stop the polling of this company
+            reason, message, bug = Reason.INTERNAL, f"unexpected {type(exc).__name__}: a bug of the exporter", exc
+        else:
+            if self._last_log_failure.pop(target, None) is not None:
+                log.info("job-log poll of company %r recovered", target.label)
+            if result.invalid_records:
+                log.warning("company %r: %d invalid job-log records left out; the first: %s", target.label,
+                            result.invalid_records, tame(result.first_invalid, client.secrets))
+            if result.saturated:
+                log.warning("company %r: %d one-second windows of job logs still held %d logs: some may be "
+                            "missed", target.label, result.saturated, polling.plan.num_rows)
+            log.debug("job-log poll of company %r: %d calls, %d logs, %.2fs", target.label, result.calls,
+                      len(result.logs), self.timer() - started)
+            self.store.record_job_logs(target, result)
+            return
+        line = f"{reason}: {message}"
+        if self._last_log_failure.get(target) != line:
+            if bug is not None:
+                log.error("unexpected error polling the job logs of company %r", target.label, exc_info=bug)
+            log.warning("job-log poll of company %r failed: %s", target.label, line)
+            self._last_log_failure[target] = line
+        self.store.record_job_log_failure(target, reason)
+
     def _unique_across_accounts(self, account: str, targets: list[CompanyTarget]) -> list[CompanyTarget]:
         """A company another account already polls is not polled twice; a label another
         account's company already has gets the handle added, so series never merge."""
@@ -363,12 +460,12 @@ class Poller:
             account.name, len(targets), ", ".join(t.label for t in targets) or "none",
         )
         for gone in polled - set(targets):
-            self.scheduler.remove_job(self._job_id(gone))
-            del self._targets[self._job_id(gone)]
+            self._unschedule(gone)
         self.store.record_discovered(placeholder, targets)
         for target in targets:
             if target not in polled:
                 self._schedule(target, self._poll_company)
+                self._schedule_job_logs(target)
         if not polled:
             self.scheduler.reschedule_job(self._job_id(placeholder), trigger="interval",
                                           seconds=self.discovery_interval)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from exporter.errors import Reason
+from exporter.joblogs import JobLogBook, Plan, SweepResult
 from exporter.models import ActiveJob, TaskState
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class CompanySnapshot:
     # (task_type, final_state) -> tasks seen to finish; task types seen get their series at 0
     finished_total: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     last_error: str | None = None
+    job_logs: JobLogBook = field(default_factory=JobLogBook)  # finished jobs, from getJobLogs
 
     def after_success(
         self, jobs: tuple[ActiveJob, ...], *, at: float, duration: float, invalid_records: int
@@ -65,6 +68,7 @@ class CompanySnapshot:
             invalid_records_total=self.invalid_records_total + invalid_records,
             finished_total=_count_finished(self, jobs),
             last_error=None,
+            job_logs=self.job_logs.after_vanished(_vanished(self, jobs), at=at),
         )
 
     def after_failure(self, reason: Reason, message: str, *, at: float, duration: float) -> CompanySnapshot:
@@ -86,6 +90,14 @@ def _add(counts: Mapping[str, int], key: str) -> Mapping[str, int]:
     updated = dict(counts)
     updated[key] = updated.get(key, 0) + 1
     return MappingProxyType(updated)
+
+
+def _vanished(previous: CompanySnapshot, jobs: tuple[ActiveJob, ...]) -> list[tuple[str, float]]:
+    """(name, startDate) of the jobs of the previous successful poll that are no longer listed."""
+    if previous.fetched_at is None:
+        return []
+    listed = {job.job_handle for job in jobs}
+    return [(job.name, job.start_date.timestamp()) for job in previous.jobs if job.job_handle not in listed]
 
 
 def _task_states(jobs: Iterable[ActiveJob]) -> dict[tuple[str, str], tuple[str, TaskState]]:
@@ -130,6 +142,8 @@ class State:
     series_dropped_total: int = 0
     per_job_series: bool = True
     max_age: float = math.inf
+    recent_window: float = 86400.0  # job_logs.recent_window: the recent-job series' reach
+    job_logs_enabled: bool = True
 
     def company(self, target: CompanyTarget) -> CompanySnapshot | None:
         for snapshot in self.companies:
@@ -157,9 +171,11 @@ class SeriesGuard:
     max_series: int
     per_job: int
     per_task: int
+    per_recent_job: int = 0
 
-    def series(self, jobs: Iterable[ActiveJob]) -> int:
-        return sum(self.per_job + self.per_task * len(job.task_progress_array) for job in jobs)
+    def series(self, jobs: Iterable[ActiveJob], recent_jobs: int = 0) -> int:
+        active = sum(self.per_job + self.per_task * len(job.task_progress_array) for job in jobs)
+        return active + self.per_recent_job * recent_jobs
 
     def over(self, series: int) -> bool:
         return self.max_series > 0 and series > self.max_series
@@ -169,12 +185,27 @@ NO_GUARD = SeriesGuard(0, 0, 0)
 Subscriber = Callable[[State], None]
 
 
+@dataclass(frozen=True)
+class JobLogSettings:
+    """The `job_logs` section as the store applies it."""
+
+    plan: Plan = field(default_factory=Plan)
+    recent_max: int = 200
+    enabled: bool = True
+
+
 class Store:
     """Holds the current `State`, makes every change to it, and tells the subscribers."""
 
-    def __init__(self, *, max_age: float = math.inf, guard: SeriesGuard = NO_GUARD) -> None:
-        self.state = State(max_age=max_age)
+    def __init__(self, *, max_age: float = math.inf, guard: SeriesGuard = NO_GUARD,
+                 job_logs: JobLogSettings = JobLogSettings(), started_at: float | None = None) -> None:
+        """`started_at` (default: now) is the process start: job logs ending before it are
+        not counted, whatever reload follows."""
+        self.state = State(max_age=max_age, recent_window=job_logs.plan.recent_window,
+                           job_logs_enabled=job_logs.enabled)
         self.guard = guard
+        self.job_logs = job_logs
+        self.started_at = time.time() if started_at is None else started_at
         self._subscribers: list[Subscriber] = []
 
     def subscribe(self, subscriber: Subscriber) -> None:
@@ -207,6 +238,26 @@ class Store:
         snapshot = self.state.company(target)
         return None if snapshot is None else self._put(snapshot.after_skipped_run())
 
+    def record_job_logs(self, target: CompanyTarget, result: SweepResult) -> State:
+        """A job-log poll answered: its finished jobs are counted (once) and the recent ones kept;
+        invalid records count with the company's others. The active-job state is untouched."""
+        snapshot = self._snapshot(target)
+        book = snapshot.job_logs.after_sweep(result, started_at=self.started_at, plan=self.job_logs.plan,
+                                             recent_max=self.job_logs.recent_max)
+        return self._put(replace(snapshot, job_logs=book,
+                                 invalid_records_total=snapshot.invalid_records_total + result.invalid_records))
+
+    def record_job_log_failure(self, target: CompanyTarget, reason: Reason) -> State | None:
+        """A job-log poll failed (or, SKIPPED, could not start): counted, nothing else changes;
+        `scene7_up` stays what the active polls make it. None: unknown target."""
+        snapshot = self.state.company(target)
+        if snapshot is None:
+            return None
+        return self._put(replace(snapshot, job_logs=snapshot.job_logs.after_failure(reason)))
+
+    def job_log_book(self, target: CompanyTarget) -> JobLogBook:
+        return self._snapshot(target).job_logs
+
     def record_discovered(self, placeholder: CompanyTarget, targets: Iterable[CompanyTarget]) -> State:
         """An account's companies are known: its placeholder and any company it no longer has
         give way to one target each; a company already known keeps its state."""
@@ -214,11 +265,16 @@ class Store:
         others = tuple(s for s in self.state.companies if s.target.account != placeholder.account)
         return self._swap((*others, *mine))
 
-    def reconfigure(self, accounts: Collection[str], *, max_age: float, guard: SeriesGuard) -> State:
+    def reconfigure(self, accounts: Collection[str], *, max_age: float, guard: SeriesGuard,
+                    job_logs: JobLogSettings | None = None) -> State:
         """A configuration read again: the companies of accounts no longer configured go, the
-        others keep their state; staleness and the series guard follow the new settings."""
+        others keep their state (counters and the job logs counted included); staleness, the
+        series guard and the job-log settings follow the new settings."""
         self.guard = guard
-        self.state = replace(self.state, max_age=max_age)
+        if job_logs is not None:
+            self.job_logs = job_logs
+        self.state = replace(self.state, max_age=max_age, recent_window=self.job_logs.plan.recent_window,
+                             job_logs_enabled=self.job_logs.enabled)
         return self._swap(tuple(s for s in self.state.companies if s.target.account in accounts))
 
     # -- the swap -------------------------------------------------------------------------------
@@ -232,7 +288,8 @@ class Store:
 
     def _swap(self, companies: tuple[CompanySnapshot, ...]) -> State:
         ordered = tuple(sorted(companies, key=lambda s: (s.target.label, s.target.handle)))
-        series = self.guard.series(job for s in ordered for job in s.jobs)
+        series = self.guard.series((job for s in ordered for job in s.jobs),
+                                   sum(len(s.job_logs.recent) for s in ordered))
         over = self.guard.over(series)
         dropped = self.state.series_dropped_total + (series if over else 0)
         if over == self.state.per_job_series:  # the guard trips or releases: say so once
@@ -241,7 +298,8 @@ class Store:
                             "aggregates and health until they fit again", series, self.guard.max_series)
             else:
                 log.info("per-job series (%d) fit poll.max_series again: exporting them", series)
-        self.state = State(ordered, self.state.generation + 1, dropped, not over, self.state.max_age)
+        self.state = replace(self.state, companies=ordered, generation=self.state.generation + 1,
+                             series_dropped_total=dropped, per_job_series=not over)
         for subscriber in self._subscribers:
             subscriber(self.state)
         return self.state

@@ -54,7 +54,8 @@ def test_the_specification_follows_the_naming_rules():
         assert spec.name.endswith("_total") == (spec.kind == "counter"), spec.name
         assert not {"job", "instance"} & set(spec.labels), spec.name
         assert spec.doc and spec.help.endswith("."), spec.name
-    assert {spec.name for spec in FAMILIES if spec.scope in (Scope.JOB, Scope.TASK)} == PER_JOB_FAMILIES
+    assert {spec.name for spec in FAMILIES
+            if spec.scope in (Scope.JOB, Scope.TASK, Scope.RECENT_JOB)} == PER_JOB_FAMILIES
 
 
 def test_every_family_labelled_by_job_is_a_per_job_family():
