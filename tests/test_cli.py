@@ -244,3 +244,45 @@ def test_a_huge_or_endless_file_is_refused_at_once_with_one_line(tmp_path, case,
     assert (code, lines) == (2, ["scene7-exporter: invalid configuration: " + problem.format(config=config)])
     assert elapsed < 10, elapsed
     assert peak_rss < 200 << 20, peak_rss
+
+
+JOB_LOG_FAMILIES = ("scene7_jobs_finished_total", "scene7_job_files_total", "scene7_job_duration_seconds",
+                    "scene7_last_job_end_timestamp_seconds", "scene7_recent_job_info", "scene7_recent_job_files",
+                    "scene7_recent_job_end_timestamp_seconds", "scene7_job_log_polls_total",
+                    "scene7_job_log_poll_errors_total", "scene7_job_logs_last_successful_poll_timestamp_seconds")
+
+
+def test_demo_shows_finished_jobs_of_every_outcome_within_two_minutes(tmp_path, capsys):
+    port = free_port()
+    args = exporter_command("demo", f"--web.listen-address=127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    with running("demo", args, tmp_path, lambda: http_ok(base + "/healthz")):
+
+        def every_outcome() -> str | None:
+            text = httpx.get(base + "/metrics", timeout=5).text
+            outcomes: dict[str, float] = {}
+            for (name, labels), value in parse_samples(text).items():
+                if name == "scene7_jobs_finished_total":
+                    outcome = dict(labels)["outcome"]
+                    outcomes[outcome] = outcomes.get(outcome, 0.0) + value
+            return text if len(outcomes) == 4 and all(outcomes.values()) else None
+
+        text = wait_until(every_outcome, 120, "finished jobs of every outcome")
+        took = time.monotonic() - started
+        assert took < 120
+        check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stderr.decode()
+        samples = parse_samples(text)
+        names = {name for name, _ in samples}
+        assert {"scene7_recent_job_info", "scene7_job_duration_seconds_bucket",
+                "scene7_job_logs_last_successful_poll_timestamp_seconds"} <= names
+        assert all(v == 0 for (name, _), v in samples.items() if name == "scene7_job_log_poll_errors_total")
+        (tmp_path / "demo.prom").write_text(text)
+        with capsys.disabled():
+            lines = [line for line in text.splitlines() if line.split("{")[0].split(" ")[0].startswith(
+                tuple(f for f in JOB_LOG_FAMILIES)) and 'company="Acme Retail"' in line]
+            print(f"\ndemo: every outcome after {took:.0f} s; excerpt:")
+            for line in lines:
+                if "recent_job" not in line or lines.index(line) % 40 == 0:
+                    print(line)
