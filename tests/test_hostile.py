@@ -179,16 +179,17 @@ def test_the_memory_of_hundreds_of_tls_connections_goes_back_to_the_system_when_
             assert target.get("/metrics").status_code == 200
         time.sleep(1)
         baseline = proc_status(target.process.pid)["VmRSS"]
-        # 500 connections from 8 addresses, each with its TLS session (and asyncio's 256 KiB buffer).
-        with attack("idle", target.port, "--count=500", "--sources=8", "--tls") as summary:
-            time.sleep(6)
-            held = proc_status(target.process.pid)["VmRSS"]
+        # 500 connections from 50 addresses (within every share), each with its TLS session and
+        # asyncio's 256 KiB buffer: they hold memory, which is the point of the test.
+        with attack("idle", target.port, "--count=500", "--sources=50", "--tls") as summary:
+            time.sleep(4)
+            held = wait_until(lambda: (rss := proc_status(target.process.pid)["VmRSS"]) > baseline + 96 * MiB
+                              and rss, 30, "the TLS connections to hold memory")
         settled = wait_until(lambda: (rss := proc_status(target.process.pid)["VmRSS"]) < baseline + 16 * MiB
                              and rss, 10, "RSS back within 16 MiB of its baseline")
-    print(f"RSS baseline {baseline / MiB:.0f} MiB, 500 TLS connections {held / MiB:.0f} MiB, "
+    print(f"RSS baseline {baseline / MiB:.0f} MiB, TLS connections held {held / MiB:.0f} MiB, "
           f"after {settled / MiB:.0f} MiB; attack {summary}")
-    assert held > baseline + 64 * MiB  # they did hold memory: the test measures something
-    assert summary["opened"] >= 500, summary
+    assert summary["opened"] >= 400, summary
 
 
 @pytest.mark.parametrize("sources", [1, 64])
