@@ -35,7 +35,7 @@ from support import Samples, family, parse_samples, value
 
 from exporter.app import password_reader
 from exporter.client import IpsClient
-from exporter.config import AccountConfig, ConfigError
+from exporter.config import AccountConfig, ConfigError, JobLogsConfig, Settings
 from exporter.exposition import TEXT_0_0_4, Exposition, Variant
 from exporter.snapshot import CompanyTarget, Store
 
@@ -212,10 +212,16 @@ async def test_http_errors_are_retried_within_the_deadline(plan):
         assert sim.faults.injected > polled, "no request was retried"
 
 
+def without_job_logs(settings: Settings) -> Settings:
+    """For tests of the active-jobs polls: the in-process simulator answering the job-log polls
+    of 20 companies shares the test's event loop, and those calls are not the ones counted."""
+    return settings.model_copy(update={"job_logs": JobLogsConfig(enabled=False)})
+
+
 async def test_refused_credentials_pause_the_whole_account_instead_of_locking_it_out(caplog):
     caplog.set_level(logging.INFO, logger="exporter")
     async with simulated(companies=20, jobs=20) as sim:
-        settings = settings_for(sim.url, interval=1.0, timeout=0.8)
+        settings = without_job_logs(settings_for(sim.url, interval=1.0, timeout=0.8))
         settings = settings.model_copy(update={"poll": settings.poll.model_copy(update={"auth_backoff_max": 2.0})})
         async with exporting(settings) as exporter:
             await eventually(lambda s: all_up(s) and len(by_company(s, "scene7_up")) == 20, exporter)
@@ -369,7 +375,9 @@ async def test_concurrent_scrapes_never_see_half_a_poll():
 async def test_scrapes_never_call_ips():
     # The next poll is due at least 27 s after the first (30 s less jitter), long after the test:
     # every IPS call seen in between would be a scrape's.
-    async with simulated() as sim, exporting(settings_for(sim.url, interval=30, timeout=2)) as exporter:
+    async with simulated() as sim, exporting(
+        without_job_logs(settings_for(sim.url, interval=30, timeout=2))
+    ) as exporter:
         await eventually(all_up, exporter)
         calls = 0
         answer = sim.simulator.responder.answer
