@@ -80,6 +80,16 @@ class Pause:
     probing: bool = False
 
 
+def _failure(exc: Exception, client: IpsClient, timed_out: str) -> tuple[Reason, str, Exception | None]:
+    """What a failed poll records: its reason, a message, and the exception if it is a bug of
+    ours (which must not stop the polling of the company); `timed_out` is the timeout's message."""
+    if isinstance(exc, IpsError):  # IPS text: may echo the request, and is of any length
+        return exc.reason, tame(str(exc), client.secrets), None
+    if isinstance(exc, TimeoutError):
+        return Reason.TIMEOUT, timed_out, None
+    return Reason.INTERNAL, f"unexpected {type(exc).__name__}: a bug of the exporter", exc
+
+
 def _paused_what(key: str | CompanyTarget, target: CompanyTarget) -> tuple[str, str]:
     """Who a pause of `key` stops, and what IPS refused: an account (by name) its credentials,
     a company its access."""
@@ -262,26 +272,22 @@ class Poller:
         if pause is not None:
             if pause.probing or self.timer() < pause.until:
                 if record:
-                    reason = Reason.AUTHENTICATION if target.account in self._paused else Reason.AUTHORIZATION
+                    reason = self._pause_reason(target)
                     self.store.record_failure(target, reason, f"not polled until {pause.next_attempt}: {pause.cause}",
                                               at=self.clock(), duration=0.0)
                 return None
             pause.probing = True
         started_wall, started = self.clock(), self.timer()
-        bug: Exception | None = None
         try:
             # The client keeps the poll timeout itself without cancelling requests; this is a
             # backstop only, for a poll stuck anywhere else.
             async with asyncio.timeout(self.timeout + BACKSTOP_SECONDS):
                 result = await call()
-        except IpsError as exc:  # IPS text: may echo the request, and is of any length
-            reason, message = exc.reason, tame(str(exc), self.accounts[target.account].client.secrets)
-        except TimeoutError:
-            reason, message = Reason.TIMEOUT, f"no answer within the poll timeout of {self.timeout:g}s"
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug of ours must not stop the polling of this company
-            reason, message, bug = Reason.INTERNAL, f"unexpected {type(exc).__name__}: a bug of the exporter", exc
+        except Exception as exc:
+            reason, message, bug = _failure(exc, self.accounts[target.account].client,
+                                            f"no answer within the poll timeout of {self.timeout:g}s")
         else:
             self._resume(target)
             return result, started_wall, self.timer() - started
@@ -296,6 +302,10 @@ class Poller:
         if record:
             self.store.record_failure(target, reason, message, at=started_wall, duration=ended - started)
         return None
+
+    def _pause_reason(self, target: CompanyTarget) -> Reason:
+        """Why a paused company is not polled: its account's credentials, or its own refusal."""
+        return Reason.AUTHENTICATION if target.account in self._paused else Reason.AUTHORIZATION
 
     def _pause(self, target: CompanyTarget, reason: Reason, message: str, *, at: tuple[float, float],
                probe: Pause | None) -> None:
@@ -375,8 +385,7 @@ class Poller:
         client = account.client
         self._read_password(account)
         if self._paused.get(target.account) or self._paused.get(target):
-            reason = Reason.AUTHENTICATION if target.account in self._paused else Reason.AUTHORIZATION
-            self.store.record_job_log_failure(target, reason)
+            self.store.record_job_log_failure(target, self._pause_reason(target))
             return
 
         async def fetch(start: datetime, end: datetime, rows: int) -> JobLogsResult:
@@ -385,18 +394,15 @@ class Poller:
                                              sort_direction=SortDirection.DESCENDING)
 
         started_wall, started = self.clock(), self.timer()
-        bug: Exception | None = None
         try:
             async with asyncio.timeout(polling.timeout):
                 result = await sweep(fetch, self.store.job_log_book(target), now=started_wall, plan=polling.plan)
-        except IpsError as exc:
-            reason, message = exc.reason, tame(str(exc), client.secrets)
-        except TimeoutError:
-            reason, message = Reason.TIMEOUT, f"not complete within the job-log poll timeout of {polling.timeout:g}s"
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug of ours must not stop the polling of this company
-            reason, message, bug = Reason.INTERNAL, f"unexpected {type(exc).__name__}: a bug of the exporter", exc
+        except Exception as exc:
+            reason, message, bug = _failure(
+                exc, client, f"not complete within the job-log poll timeout of {polling.timeout:g}s"
+            )
         else:
             if self._last_log_failure.pop(target, None) is not None:
                 log.info("job-log poll of company %r recovered", target.label)
