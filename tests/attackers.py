@@ -63,16 +63,21 @@ class Attack:
         self.counts["opened"] += 1
         return reader, writer
 
-    async def hold(self, drip: bytes = b"") -> None:
-        """Keep one connection open, reopening it whenever the server closes it; on each, send
-        `drip` a byte a second (never all of it)."""
+    async def reconnect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The next connection, trying again after a failed connect; None once the attack stops."""
         while not self.stop.is_set():
             try:
-                reader, writer = await self.connect()
+                return await self.connect()
             except OSError:
                 self.counts["connect failed"] += 1
                 await asyncio.sleep(0.05)
-                continue
+        return None
+
+    async def hold(self, drip: bytes = b"") -> None:
+        """Keep one connection open, reopening it whenever the server closes it; on each, send
+        `drip` a byte a second (never all of it)."""
+        while (streams := await self.reconnect()) is not None:
+            reader, writer = streams
             sent = 0
             try:
                 while not self.stop.is_set():
@@ -141,13 +146,8 @@ class Attack:
         request = f"GET /metrics HTTP/1.1\r\nhost: x\r\nauthorization: Basic {token}\r\n\r\n".encode()
 
         async def client() -> None:
-            while not self.stop.is_set():
-                try:
-                    reader, writer = await self.connect()
-                except OSError:
-                    self.counts["connect failed"] += 1
-                    await asyncio.sleep(0.05)
-                    continue
+            while (streams := await self.reconnect()) is not None:
+                reader, writer = streams
                 try:
                     while not self.stop.is_set():
                         writer.write(request)
