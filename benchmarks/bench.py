@@ -144,7 +144,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             metrics[spec.name] = prometheus_client.Counter(spec.name.removesuffix("_total"), spec.help, spec.labels)
         else:
             metrics[spec.name] = prometheus_client.Gauge(spec.name, spec.help, spec.labels)
-    collector = SnapshotCollector(state, now=time.time(), interval=5)
+    collector = SnapshotCollector(state, now=time.time(), interval=5, job_log_interval=300)
     for metric_family in collector.collect():
         target = metrics[metric_family.name if metric_family.type == "gauge" else metric_family.name + "_total"]
         for sample in metric_family.samples:

@@ -54,7 +54,9 @@ class Exporter:
         web_config = web_config_of(settings)
         self.store = Store(max_age=settings.poll.effective_max_age, guard=series_guard(settings.poll.max_series),
                            job_logs=job_log_settings(settings))
-        self.exposition = Exposition(self.store, interval=settings.poll.interval)
+        self.exposition = Exposition(
+            self.store, interval=settings.poll.interval, job_log_interval=settings.job_logs.interval
+        )
         self.budget = ResponseBudget(int(settings.poll.max_total_response_size))
         self.accounts = make_accounts(settings, self.budget)
         self.poller = make_poller(settings, self.accounts, self.store)
@@ -103,6 +105,7 @@ class Exporter:
         self.store.reconfigure({a.name for a in settings.accounts}, max_age=settings.poll.effective_max_age,
                                guard=series_guard(settings.poll.max_series), job_logs=job_log_settings(settings))
         self.exposition.interval = settings.poll.interval
+        self.exposition.job_log_interval = settings.job_logs.interval
         self.budget.limit = int(settings.poll.max_total_response_size)
         self._apply_web_config(settings, web_config)
         self.settings, self.accounts = settings, accounts

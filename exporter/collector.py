@@ -27,13 +27,15 @@ class SnapshotCollector(Collector):
     samples of one family, not of all of them: at 10,000 jobs that is most of its memory.
     """
 
-    def __init__(self, state: State, *, now: float, interval: float) -> None:
+    def __init__(self, state: State, *, now: float, interval: float, job_log_interval: float) -> None:
         self.frame = Frame.of(state, now)
         self.poll_note = f" From a background poll of IPS every {interval:g}s."
+        self.job_log_note = f" From a background poll of IPS job logs every {job_log_interval:g}s."
 
     def _family(self, spec: FamilySpec) -> Family:
         cls = KINDS[spec.kind]
-        return cls(spec.name, spec.help + self.poll_note, labels=list(spec.labels))
+        note = self.job_log_note if spec.from_job_logs else self.poll_note
+        return cls(spec.name, spec.help + note, labels=list(spec.labels))
 
     def describe(self) -> Iterator[Metric]:
         for spec in FAMILIES:

@@ -80,10 +80,12 @@ class Exposition:
         store: Store,
         *,
         interval: float,
+        job_log_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.interval = interval
+        self.job_log_interval = job_log_interval
         self.clock = clock
         self._encoders: dict[str, Encoder] = {
             TEXT_0_0_4: text_format.generate_latest,
@@ -119,7 +121,9 @@ class Exposition:
 
     def registry(self, state: State, now: float) -> CollectorRegistry:
         registry = CollectorRegistry()  # SnapshotCollector.describe() names its families for `names`
-        registry.register(SnapshotCollector(state, now=now, interval=self.interval))
+        registry.register(SnapshotCollector(
+            state, now=now, interval=self.interval, job_log_interval=self.job_log_interval
+        ))
         return registry
 
     def render(self, state: State, variant: Variant, now: float, names: Sequence[str] = ()) -> bytes:

@@ -99,6 +99,7 @@ class FamilySpec:
     samples: Callable[[Frame], Iterable[Sample]] = field(repr=False)
     doc: str = ""
     series_each: int = 1  # series per task or per job, for those scopes
+    from_job_logs: bool = False  # polled every job_logs.interval, not every poll.interval
     label_values: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -361,6 +362,7 @@ FAMILIES: tuple[FamilySpec, ...] = (
         "else errors (a file or transfer error), else warnings, else succeeded; the four exist at 0 for "
         "every log_type seen",
         label_values={"outcome": OUTCOMES},
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_job_files_total", "counter", ("company", "log_type", "result"),
@@ -368,47 +370,56 @@ FAMILIES: tuple[FamilySpec, ...] = (
         "sums over finished jobs of fileSuccessCount / fileErrorCount / fileWarningCount / "
         "fileDuplicateCount / fileUpdateCount",
         label_values={"result": FILE_RESULTS},
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_job_duration_seconds", "histogram", ("company", "log_type"),
         "Duration of finished jobs (endDate - startDate), from the job logs.", Scope.COMPANY, _job_duration,
         "histogram of endDate - startDate of finished jobs (negative as 0); buckets "
         + ", ".join(f"{bound:g}" for bound in DURATION_BUCKETS),
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_last_job_end_timestamp_seconds", "gauge", ("company", "log_type"),
         "When the latest finished job of a log type ended (Unix time).", Scope.COMPANY, _last_job_end,
         "endDate of the latest finished job",
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_recent_job_info", "gauge", ("company", "job_name", "log_type", "outcome"),
         "A job that ended within job_logs.recent_window, value 1.", Scope.RECENT_JOB, _recent_job_info,
         "1 for each job that ended within `job_logs.recent_window`, newest first, at most "
         f"`job_logs.recent_max` per company; job_name cut to {LABEL_MAX} characters",
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_recent_job_files", "gauge", ("company", "job_name", "result"),
         "Files of a recently finished job by result.", Scope.RECENT_JOB, _recent_job_files,
         "the file counts of those recent jobs", series_each=len(FILE_RESULTS),
         label_values={"result": FILE_RESULTS},
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_recent_job_end_timestamp_seconds", "gauge", ("company", "job_name"),
         "When a recently finished job ended (Unix time).", Scope.RECENT_JOB, _recent_job_end, "their endDate",
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_job_log_polls_total", "counter", ("company",), "Job-log polls of the company attempted.",
         Scope.COMPANY, _job_log_polls, "job-log polls attempted",
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_job_log_poll_errors_total", "counter", ("company", "reason"),
         "Failed or skipped job-log polls by reason.", Scope.COMPANY, _job_log_poll_errors,
         "failed job-log polls by reason (the reasons of `scene7_poll_errors_total`)",
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_job_logs_last_successful_poll_timestamp_seconds", "gauge", ("company",),
         "When the job logs of the company were last polled successfully (Unix time).", Scope.COMPANY,
         _job_logs_last_successful_poll, "Unix seconds",
+        from_job_logs=True,
     ),
     FamilySpec(
         "scene7_series_dropped_total", "counter", (),

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.errors import Reason
 from exporter.exposition import OPENMETRICS_1_0_0, TEXT_0_0_4, Exposition, Variant
-from exporter.metrics import JOB_STATES, METRIC_NAMES, TASK_STATES, series_guard
+from exporter.metrics import FAMILIES, JOB_STATES, METRIC_NAMES, TASK_STATES, series_guard
 from exporter.models import ActiveJob, TaskProgress
 from exporter.snapshot import CompanyTarget, Store
 
@@ -225,3 +225,18 @@ def test_a_repeated_job_name_gives_one_set_of_job_series_and_every_task_state_it
     assert counts == {"Unknown": 0, "New": 0, "Processing": 2, "Stopping": 0, "Done": 0, "Failed": 0}
     (build,) = [v for (name, _), v in samples.items() if name == "scene7_exporter_build_info"]
     assert build == 1
+
+
+def test_help_names_the_interval_each_family_is_polled_at():
+    store = new_store()
+    poll(store, job("upload_1", task("com.scene7.upload.UploadAsyncTaskMonitor", "Processing")))
+    text = Exposition(store, interval=45, job_log_interval=600).render(store.state, PLAIN, NOW).decode()
+    helps = {line.split(" ", 3)[2]: line for line in text.splitlines() if line.startswith("# HELP ")}
+    job_log_families = {spec.name for spec in FAMILIES if spec.from_job_logs}
+    assert "scene7_jobs_finished_total" in job_log_families and "scene7_up" not in job_log_families
+    for name, help_line in helps.items():
+        if name in job_log_families:
+            assert help_line.endswith(" From a background poll of IPS job logs every 600s."), help_line
+        else:
+            assert help_line.endswith(" From a background poll of IPS every 45s."), help_line
+    assert job_log_families <= helps.keys()

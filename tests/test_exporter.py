@@ -461,6 +461,7 @@ async def test_reload_keeps_the_companies_that_stay_and_drops_the_others(tmp_pat
             narrowed = settings.model_copy(update={
                 "accounts": [settings.accounts[0].model_copy(update={"companies": [kept.handle]})],
                 "poll": settings.poll.model_copy(update={"interval": 0.3}),
+                "job_logs": settings.job_logs.model_copy(update={"interval": 120.0}),
             })
             await exporter.reload(narrowed)
             # The account is not shown as its placeholder (a company without a handle) meanwhile.
@@ -474,6 +475,10 @@ async def test_reload_keeps_the_companies_that_stay_and_drops_the_others(tmp_pat
 
             await eventually(narrowed_and_counting, exporter)
             assert counted == sorted(counted), counted
+            # HELP names the intervals now in force.
+            text = (await get(exporter)).text
+            assert "# HELP scene7_up " in text and "poll of IPS every 0.3s." in text
+            assert "poll of IPS job logs every 120s." in text
 
             # A configuration that cannot be used changes nothing.
             broken = narrowed.model_copy(update={"accounts": [narrowed.accounts[0].model_copy(
