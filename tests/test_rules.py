@@ -31,6 +31,9 @@ REQUIRED_ALERTS = {
     "Scene7JobRunningTooLong",
     "Scene7PendingBacklogGrowing",
     "Scene7TaskFailureRateHigh",
+    "Scene7JobFatalError",
+    "Scene7JobFinishedWithErrors",
+    "Scene7JobLogsFailing",
 }
 
 
