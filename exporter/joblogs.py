@@ -203,6 +203,7 @@ class RecentJob:
     outcome: str
     end: float
     files: tuple[int, int, int, int, int]  # as FILE_RESULTS
+    duration: float  # endDate - startDate, negative as 0
 
 
 @dataclass(frozen=True)
@@ -302,15 +303,16 @@ class JobLogBook:
             key = log_key(entry)
             names[entry.job_name] = end
             outcome = entry.outcome.value
+            start = entry.start_date.timestamp() if entry.start_date is not None else end
+            duration = max(end - start, 0.0)
             if end >= now - plan.recent_window:
-                recent[key] = RecentJob(key, cap_label(entry.job_name), log_type, outcome, end, _files(entry))
+                recent[key] = RecentJob(key, cap_label(entry.job_name), log_type, outcome, end, _files(entry), duration)
             if key in counted or end < horizon:
                 continue
             counted[key] = end
             counts[outcome] += 1
             files[log_type] = _sum(files[log_type], _files(entry))
-            start = entry.start_date.timestamp() if entry.start_date is not None else end
-            durations[log_type] = durations[log_type].add(max(end - start, 0.0))
+            durations[log_type] = durations[log_type].add(duration)
         if len(counted) > MAX_REMEMBERED:
             counted = dict(sorted(counted.items(), key=lambda item: item[1])[-MAX_REMEMBERED:])
         if len(names) > MAX_REMEMBERED:

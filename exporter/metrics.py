@@ -250,6 +250,11 @@ def _recent_job_end(frame: Frame) -> Iterator[Sample]:
         yield [company, job.job_name], job.end
 
 
+def _recent_job_duration(frame: Frame) -> Iterator[Sample]:
+    for company, job in frame.recent_jobs():
+        yield [company, job.job_name], job.duration
+
+
 def _job_log_polls(frame: Frame) -> Iterator[Sample]:
     if frame.state.job_logs_enabled:
         for company in frame.state.companies:
@@ -402,6 +407,12 @@ FAMILIES: tuple[FamilySpec, ...] = (
     FamilySpec(
         "scene7_recent_job_end_timestamp_seconds", "gauge", ("company", "job_name"),
         "When a recently finished job ended (Unix time).", Scope.RECENT_JOB, _recent_job_end, "their endDate",
+        from_job_logs=True,
+    ),
+    FamilySpec(
+        "scene7_recent_job_duration_seconds", "gauge", ("company", "job_name"),
+        "How long a recently finished job ran (endDate - startDate).", Scope.RECENT_JOB, _recent_job_duration,
+        "their endDate - startDate (negative as 0)",
         from_job_logs=True,
     ),
     FamilySpec(

@@ -248,7 +248,8 @@ def test_a_huge_or_endless_file_is_refused_at_once_with_one_line(tmp_path, case,
 
 JOB_LOG_FAMILIES = ("scene7_jobs_finished_total", "scene7_job_files_total", "scene7_job_duration_seconds",
                     "scene7_last_job_end_timestamp_seconds", "scene7_recent_job_info", "scene7_recent_job_files",
-                    "scene7_recent_job_end_timestamp_seconds", "scene7_job_log_polls_total",
+                    "scene7_recent_job_end_timestamp_seconds", "scene7_recent_job_duration_seconds",
+                    "scene7_job_log_polls_total",
                     "scene7_job_log_poll_errors_total", "scene7_job_logs_last_successful_poll_timestamp_seconds")
 
 

@@ -151,6 +151,12 @@ async def test_a_restart_counts_from_zero_and_shows_the_recent_window_at_once(da
         shown = {job.key for job in again.book.recent}
         assert reachable <= shown <= recent and len(shown) > 10
         assert [job.end for job in again.book.recent] == sorted((job.end for job in again.book.recent), reverse=True)
+        for job in again.book.recent:
+            log = truth[job.key]
+            # the wire carries milliseconds
+            assert job.duration == pytest.approx(max(log.end - log.start, 0.0), abs=0.002)
+            assert job.end == pytest.approx(log.end, abs=0.001)
+        assert any(job.duration > 0 for job in again.book.recent)
         await polled(sim, clock, again, 60)
         again.check_counted_once()
         assert again.book.counted and min(again.book.counted.values()) >= again.started
