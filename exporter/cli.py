@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--jobs", type=int, default=30, help="active jobs in the simulated world")
     simulate.add_argument("--companies", type=int, default=3)
     simulate.add_argument("--time-scale", type=float, default=1.0, help="speed-up of the world's rates")
+    simulate.add_argument("--job-log-backfill-hours", type=float, default=24.0,
+                          help="hours of finished jobs in the job logs at start (default 24)")
     simulate.add_argument("--user", default="demo@example.com",
                           help=f"accepted user; the password comes from ${SIMULATOR_PASSWORD_ENV} (default demo)")
     _common(simulate, listen_default="127.0.0.1:8080")
@@ -223,6 +225,7 @@ def _simulate(args: argparse.Namespace) -> int:
     host, port = split_listen_address(getattr(args, "web.listen_address"))
     config = SimulatorConfig(
         seed=args.seed, jobs=args.jobs, companies=args.companies, time_scale=args.time_scale,
+        job_log_backfill_hours=args.job_log_backfill_hours,
         user=args.user, password=os.environ.get(SIMULATOR_PASSWORD_ENV, "demo"),
     )
 

@@ -52,6 +52,11 @@ GRAFANA_MACROS = {"__rate_interval": "1m", "__interval": "15s", "__range": "6h",
 # Panels that cannot return data in a run of a minute, (dashboard, panel title, refId) -> why.
 # Every query listed must really return nothing, so the list cannot go stale.
 EXPECTED_EMPTY: dict[tuple[str, str, str], str] = {}
+# The job dashboard's panels of a finished job: empty for the active job it is opened on, and
+# checked on a finished job instead.
+FINISHED_JOB_PANELS = ("Finished job outcome", "Finished job ended", "Finished job duration", "Finished job files")
+for _title in FINISHED_JOB_PANELS:
+    EXPECTED_EMPTY[(DRILLDOWN, _title, "A")] = "the job dashboard is opened on a job still active"
 
 
 @dataclass
@@ -121,12 +126,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ca = verifying_context(cert_file)
 
     with contextlib.ExitStack() as servers:
-        sim, endpoint = servers.enter_context(simulator(tmp, jobs=SIM_JOBS, seed=SIM_SEED, time_scale=TIME_SCALE))
+        sim, endpoint = servers.enter_context(simulator(
+            # at this speed a day of job logs is thousands of log-only jobs: an hour is plenty
+            tmp, jobs=SIM_JOBS, seed=SIM_SEED, time_scale=TIME_SCALE, extra=["--job-log-backfill-hours=1"],
+        ))
         exporter_config = write_yaml(
             tmp / "exporter.yml",
             {
                 "accounts": [{"name": "e2e", "endpoint": endpoint, "user": "demo@example.com"}],
                 "poll": {"interval": "1s", "timeout": "0.8s"},
+                "job_logs": {"interval": "2s"},
                 "web": {"listen_address": target, "config_file": str(web_config)},
                 "log": {"level": "info"},
             },
@@ -391,7 +400,24 @@ def dashboard_cases(stack: Stack) -> list[tuple[tuple[str, str, str], str]]:
         for panel, target in targets(drilldown):
             key = (DRILLDOWN, f"{panel['title']} [company {company}]", target["refId"])
             cases.append((key, substitute(target["expr"], values)))
+
+    # the same dashboard on a job that has ended: Grafana lists it while it was active within
+    # the time range; the simulator's log-only short jobs end every few seconds
+    company, finished = finished_job(stack)
+    values = {**values, "company": promql_string(company), "job_name": promql_string(finished)}
+    for panel, target in targets(drilldown):
+        if panel["title"] in FINISHED_JOB_PANELS:
+            key = (DRILLDOWN, f"{panel['title']} [finished job of company {company}]", target["refId"])
+            cases.append((key, substitute(target["expr"], values)))
     return cases
+
+
+def finished_job(stack: Stack) -> tuple[str, str]:
+    """(company, job name) of the job that ended last, by its job log."""
+    result = query(stack, f'topk(1, scene7_recent_job_end_timestamp_seconds{{job="{SCRAPE_JOB}"}})')
+    if not result:
+        raise NoData("no recently finished job")
+    return result[0]["metric"]["company"], result[0]["metric"]["job_name"]
 
 
 def expected_empty(key: tuple[str, str, str]) -> str | None:
@@ -465,6 +491,63 @@ def test_stuck_and_failed_task_alerts_reach_alertmanager(stack: Stack) -> None:
             assert labels["task_type"], labels
             assert "job_name" not in labels, labels  # the counter has no per-job label
         print(f"e2e: alerts: { {name: len(found) for name, found in sorted(by_name.items())} }")
+
+
+FINISHED_JOB_ALERTS = {"Scene7JobFatalError", "Scene7JobFinishedWithErrors"}
+MOST_FILES_IN_ERROR = 'topk(3, scene7_recent_job_files{result="error"})'
+
+
+def test_jobs_that_end_in_error_reach_alertmanager(stack: Stack) -> None:
+    with timed(stack, "Scene7JobFatalError and Scene7JobFinishedWithErrors in Alertmanager"):
+        companies = {s["metric"]["company"] for s in query(stack, f'scene7_up{{job="{SCRAPE_JOB}"}}')}
+
+        def ended_during_the_run(labels: dict[str, str]) -> bool:
+            """The alerted job ended after the exporter started, not before (the recent-job
+            series show the last day's jobs at once)."""
+            end = query(stack, f'scene7_recent_job_end_timestamp_seconds{{job="{SCRAPE_JOB}", '
+                               f'company="{promql_string(labels["company"])}", '
+                               f'job_name="{promql_string(labels["job_name"])}"}}')
+            return bool(end) and float(end[0]["value"][1]) >= started_wall
+
+        started_wall = time.time() - (time.monotonic() - stack.started)
+
+        def delivered() -> list[dict[str, Any]] | None:
+            found = [alert for alert in alerts(stack) if alert["labels"]["alertname"] in FINISHED_JOB_ALERTS]
+            if {alert["labels"]["alertname"] for alert in found} != FINISHED_JOB_ALERTS:
+                return None
+            with_errors = [a["labels"] for a in found if a["labels"]["alertname"] == "Scene7JobFinishedWithErrors"]
+            return found if any(ended_during_the_run(labels) for labels in with_errors) else None
+
+        try:
+            received = wait_until(delivered, 90, "finished-job alerts in Alertmanager", interval=0.5)
+        except AssertionError:
+            raise AssertionError(
+                f"alerts in Alertmanager: {sorted({a['labels']['alertname'] for a in alerts(stack)})}; "
+                "finished jobs counted: "
+                f"{query(stack, 'sum by (company, outcome) (scene7_jobs_finished_total)')}; most files in error: "
+                f"{query(stack, MOST_FILES_IN_ERROR)}"
+            ) from None
+        for alert in received:
+            labels, name = alert["labels"], alert["labels"]["alertname"]
+            assert alert["status"]["state"] == "active", alert
+            assert alert["annotations"]["runbook_url"] == RUNBOOK + name.lower(), alert
+            assert labels["job"] == SCRAPE_JOB and labels["instance"] == stack.target, labels
+            assert labels["company"] in companies and labels["log_type"], labels
+            company = promql_string(labels["company"])
+            if name == "Scene7JobFatalError":
+                assert labels["outcome"] == "fatal" and "job_name" not in labels, labels
+                # the description names fatal jobs the exporter shows as recent
+                latest = alert["annotations"]["description"].split(" Latest: ", 1)[1].rstrip(".").split(", ")
+                fatal = {s["metric"]["job_name"] for s in query(
+                    stack, f'scene7_recent_job_info{{job="{SCRAPE_JOB}", company="{company}", outcome="fatal"}}')}
+                assert latest and set(latest) <= fatal, (latest, fatal)
+            else:
+                errors = query(stack, f'scene7_recent_job_files{{job="{SCRAPE_JOB}", company="{company}", '
+                                      f'job_name="{promql_string(labels["job_name"])}", result="error"}}')
+                assert errors and float(errors[0]["value"][1]) >= 10, (labels, errors)
+        assert not query(stack, 'ALERTS{alertname="Scene7JobLogsFailing"}'), "job-log polls work in this stack"
+        fired = sorted((alert["labels"]["alertname"], alert["labels"]["company"]) for alert in received)
+        print(f"e2e: finished-job alerts: {fired}")
 
 
 def test_every_rule_evaluates_without_error_on_real_data(stack: Stack) -> None:
