@@ -17,8 +17,9 @@ from servers import Clock, simulated
 from test_simulator import envelope, fault_of, find_all, operation_element, plain_fault, text
 
 from exporter.simulator import SimulatorConfig, SimulatorServer, World
-from exporter.simulator.joblogs import JobLog
+from exporter.simulator.joblogs import JobLog, job_end
 from exporter.simulator.responses import RequestError, Responder, fault_answer, parse_request
+from exporter.simulator.world import Job
 from exporter.soap import IPS_COMMON_NS, SOAP11_ENV, ForbiddenXML, PrologGuard, api_namespace, local_name
 from exporter.versions import KNOWN_VERSIONS, UNVERSIONED, ApiVersion
 
@@ -402,6 +403,61 @@ def test_counts_agree_with_what_the_tasks_did(clock: Clock) -> None:
     for log in running:
         _check_counts(log)
         assert not log.fatal
+
+
+def test_every_job_that_left_the_active_jobs_has_a_finished_log(
+    clock: Clock, schemas: dict[str, xmlschema.XMLSchema]
+) -> None:
+    """Whatever made a job leave (its tasks ended, a planned stop, an operator's stopJob, of a
+    paused job too), its log has an endDate from then on, and counts as of its end: a stopped
+    job's end is when it left, its files are those processed before the stop."""
+    world = World(SimulatorConfig(seed=3, jobs=60, time_scale=10), clock)
+    seen: dict[str, Job] = {}
+    stopped: set[str] = set()
+    paused: list[Job] = []
+    for step in range(120):  # two hours, a poll a minute, at ten times the pace
+        world.advance()
+        active = world.active_jobs(include_waiting=True)
+        seen.update({job.handle: job for job in active})
+        if step % 4 == 0 and active:
+            job = active[step % len(active)]
+            world.stop_job(job.company.handle, job.handle)
+            stopped.add(job.handle)
+        elif step % 8 == 2 and active:
+            paused.append(world.pause_job(active[-1].company.handle, active[-1].handle))
+        elif step % 8 == 6 and paused and paused[-1] in active:
+            world.stop_job(paused[-1].company.handle, paused[-1].handle)  # stopped while paused
+            stopped.add(paused[-1].handle)
+        clock.step(minutes=1)
+    world.advance()
+    listed = {job.handle for job in world.active_jobs(include_waiting=True)}
+    logs = {log.active_handle: log for log in world.job_logs() if log.active_handle is not None}
+    left = [job for handle, job in seen.items() if handle not in listed]
+    stops = [job for job in left if job.stop_at is not None and job_end(job) == job.leave_at]
+    assert len(left) > 100 and len(stops) > 20 and stopped & {job.handle for job in stops}
+    assert any(job.pauses and job.stop_at is not None for job in stops)
+    for job in left:
+        log = logs[job.handle]
+        assert log.end == job.wall(job_end(job)), job.handle
+        _check_counts(log)
+        if not job.tasks:
+            continue
+        first = job.task_status(job.tasks[0], job.leave_at)
+        assert log.fatal == (first.state == "Failed")
+        if first.state == "Stopping":  # stopped: what was processed before the stop, nothing in error
+            assert log.success + log.error + log.warning + log.duplicate + log.update == first.processed
+            assert not log.fatal
+            if job.job_type in ("UrlUpload", "UploadFromServerDirectory"):
+                assert (log.transfer_success, log.transfer_error) == (first.processed, 0)
+    # jobs that came and went between two polls too
+    assert all(log.end is not None for log in logs.values() if log.active_handle not in listed)
+    # and so getJobLogs says
+    finished = {logs[job.handle].handle for job in left}
+    document = ask(Responder(world), "getJobLogs", {"numRows": "100000"})
+    schemas["4.4"].validate(to_2014(operation_element(document)))
+    items = [item for item in logs_of(document) if text(item, "jobHandle") in finished]
+    assert len(items) == len(finished)
+    assert all("endDate" in names_of(item) for item in items)
 
 
 def test_short_jobs_finish_between_polls_and_long_ones_run_for_hours(clock: Clock) -> None:

@@ -516,8 +516,12 @@ class World:
         for job in gone:
             del self._jobs[job.number]
             del self._by_handle_jobs[(job.company.handle, job.handle)]
-            # the log as it was when the job left (complete: it left after its end)
-            self._history.append(log_of_job(job, job.wall(job.leave_at), self.config.seed))
+            # The log as it was when the job left: complete, since it left at or after its end
+            # (job_end <= leave_at <= job_time(now)). Evaluated at `now`, the very reading that
+            # found the job gone: nothing of a log changes after its end. Evaluated at
+            # wall(leave_at) instead, the round trip to job time can fall a rounding error short
+            # of leave_at, which for a stopped job is its end: a log without endDate, forever.
+            self._history.append(log_of_job(job, now, self.config.seed))
         while True:
             short = self._short_job(self._next_short)
             if short is None or short.end is None or short.end > now:
