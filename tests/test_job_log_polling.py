@@ -2,22 +2,47 @@
 
 The poller's own polls (`_poll_company`, `_poll_job_logs`) are called one at a time on a stepped
 clock the simulator shares; what the store counted is checked against the simulator's own logs.
-The exporter tests at the end run the whole exporter in-process with job-log faults switched on.
+The exporter tests that follow run the whole exporter in-process with job-log faults switched on.
+At the end, the sweep (`exporter.joblogs.sweep`) asks a stand-in for getJobLogs that keeps every
+call, and the book (`JobLogBook`) is given sweep results built by hand.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from servers import Clock, all_up, by_company, eventually, exporting, settings_for, simulated
 from support import by_label
 
+from exporter import joblogs
 from exporter.client import IpsClient
 from exporter.config import JobLogsConfig
-from exporter.joblogs import MAX_CALLS_PER_POLL, NUM_ROWS, JobLogBook, Plan, lookback_for
+from exporter.errors import Reason
+from exporter.joblogs import (
+    LOOKUP_ATTEMPTS,
+    MAX_BACKLOG,
+    MAX_CALLS_PER_POLL,
+    NUM_ROWS,
+    Histogram,
+    JobLogBook,
+    Pending,
+    Plan,
+    RecentJob,
+    SweepResult,
+    _merge_backlog,
+    cap_label,
+    log_key,
+    lookback_for,
+    retention_for,
+    sweep,
+)
+from exporter.models import JobLog
+from exporter.parse import JobLogsResult
 from exporter.poller import Account, JobLogPolling, Poller
 from exporter.simulator import SimulatorServer
 from exporter.simulator.joblogs import JobLog as SimLog
@@ -307,3 +332,364 @@ async def test_recent_jobs_and_counters_survive_a_reload_and_the_guard_counts_th
         await exporter.reload(tight)
         dropped = await eventually(lambda s: not [k for k in s if k[0] == "scene7_recent_job_info"], exporter)
         assert dropped[("scene7_series_dropped_total", frozenset())] > 0
+
+
+# -- the sweep and the book on their own, with a stand-in for getJobLogs ----------------------------
+
+T = T0.timestamp()
+Answer = Callable[[int, float, float, int], JobLogsResult]
+
+
+def job_log(name: str, start: float | None, end: float | None, *, handle: str | None = None,
+            log_type: str = "Upload", fatal: bool = False,
+            files: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)) -> JobLog:
+    success, error, warning, duplicate, update = files
+    return JobLog(company_handle="c|1", job_handle=f"j|{name}" if handle is None else handle, job_name=name,
+                  log_type=log_type, start_date=None if start is None else datetime.fromtimestamp(start, UTC),
+                  end_date=None if end is None else datetime.fromtimestamp(end, UTC),
+                  file_success_count=success, file_error_count=error, file_warning_count=warning,
+                  file_duplicate_count=duplicate, file_update_count=update, total_file_count=sum(files),
+                  fatal_error=fatal)
+
+
+def nothing(call: int, start: float, end: float, rows: int) -> JobLogsResult:
+    return JobLogsResult(())
+
+
+def full(call: int, start: float, end: float, rows: int) -> JobLogsResult:
+    """As many logs as asked for: the window may hold more."""
+    return JobLogsResult(tuple(job_log(f"full-{call}-{n}", start, end) for n in range(rows)))
+
+
+class Ips:
+    """getJobLogs: each call's (startDate, endDate, numRows) is kept, `answer` says what it returns."""
+
+    def __init__(self, answer: Answer = nothing) -> None:
+        self.answer = answer
+        self.calls: list[tuple[float, float, int]] = []
+
+    async def __call__(self, start: datetime, end: datetime, rows: int) -> JobLogsResult:
+        assert start.tzinfo is UTC and end.tzinfo is UTC
+        self.calls.append((start.timestamp(), end.timestamp(), rows))
+        return self.answer(len(self.calls) - 1, start.timestamp(), end.timestamp(), rows)
+
+
+def test_lookback_and_retention_reach_as_far_as_the_longest_of_their_reasons():
+    assert lookback_for(300, 60) == 3600
+    assert lookback_for(2000, 60) == 4000
+    assert lookback_for(300, 1500) == 4500
+    assert retention_for(3600, 900) == 86400 + 900
+    assert retention_for(2 * 86400, 900) == 2 * 86400 + 900
+    assert Plan(lookback=900, recent_window=3600).retention == 86400 + 900
+
+
+def test_label_values_are_cut_to_128_characters_with_an_ellipsis():
+    assert cap_label("x" * 128) == "x" * 128
+    assert cap_label("x" * 127 + "yz") == "x" * 127 + "\u2026"
+    assert cap_label("abcdef", 4) == "abc\u2026"
+    assert cap_label("abcd", 4) == "abcd"
+
+
+def test_a_log_is_known_by_its_handle_or_else_by_its_name_and_start():
+    assert log_key(job_log("a", T, None, handle="j|7")) == "j|7"
+    assert log_key(job_log("a", T, None, handle="")) == f"a\x00{T}"
+    assert log_key(job_log("a", T + 1, None, handle="")) != log_key(job_log("a", T, None, handle=""))
+    assert log_key(job_log("a", None, None, handle="")) == "a\x00"
+
+
+async def test_the_first_sweep_asks_for_the_recent_window_and_the_lookback_in_utc():
+    ips = Ips()
+    plan = Plan(lookback=900, recent_window=3600, num_rows=50)
+    result = await sweep(ips, JobLogBook(), now=T, plan=plan)
+    assert ips.calls == [(T - 4500, T, 50)]
+    assert result == SweepResult((), 1, T)
+    # a recent window of a day or more reaches as far back as the retention, no further
+    ips = Ips()
+    await sweep(ips, JobLogBook(), now=T, plan=Plan(lookback=900, recent_window=2 * 86400))
+    assert ips.calls == [(T - 2 * 86400 - 900, T, NUM_ROWS)]
+
+
+@pytest.mark.parametrize(("swept_until", "low"), [
+    (T - 300, T - 300 - 900),
+    (T + 50, T - 900),  # the clock went back: never a window in the future
+    (T - 10 * 86400, T - 86400 - 900),  # long stopped: no further back than the retention
+])
+async def test_a_later_sweep_reaches_back_the_lookback_from_the_previous_one(swept_until, low):
+    ips = Ips()
+    await sweep(ips, JobLogBook(swept_until=swept_until), now=T, plan=Plan(lookback=900, recent_window=3600))
+    assert ips.calls == [(low, T, NUM_ROWS)]
+
+
+@pytest.mark.parametrize(("logs", "kept"), [
+    (["running", "ended"], ["ended"]),
+    (["ended", "running"], ["ended"]),
+    (["ended", "ended later"], ["ended"]),
+    (["running", "running later"], ["running"]),
+])
+async def test_a_log_found_twice_is_kept_once_finished_if_it_ever_was(logs, kept):
+    versions = {"running": job_log("a", T - 60, None), "running later": job_log("a", T - 59, None, handle="j|a"),
+                "ended": job_log("a", T - 60, T - 10), "ended later": job_log("a", T - 60, T - 5)}
+    other = job_log("b", T - 30, T - 20)
+    ips = Ips(lambda *_: JobLogsResult((*(versions[v] for v in logs), other)))
+    result = await sweep(ips, JobLogBook(), now=T, plan=Plan())
+    assert result.logs == (*(versions[v] for v in kept), other)
+
+
+async def test_invalid_records_are_summed_and_the_first_one_told():
+    answers = [JobLogsResult(()), JobLogsResult((), 2, "first"), JobLogsResult((), 3, "second")]
+    ips = Ips(lambda call, *_: answers[call])
+    book = JobLogBook(swept_until=T, backlog=((T - 7200, T - 6000), (T - 9000, T - 8000)))
+    result = await sweep(ips, book, now=T, plan=Plan())
+    assert ips.calls == [(T - 3600, T, NUM_ROWS), (T - 7200, T - 6000, NUM_ROWS), (T - 9000, T - 8000, NUM_ROWS)]
+    assert (result.invalid_records, result.first_invalid, result.calls) == (5, "first", 3)
+    assert result.backlog == ()
+
+
+async def test_a_window_answered_with_num_rows_logs_is_halved_the_newer_half_first():
+    answers = {0: full, 2: full}
+    ips = Ips(lambda call, *args: answers.get(call, nothing)(call, *args))
+    result = await sweep(ips, JobLogBook(swept_until=T), now=T, plan=Plan(lookback=1024, num_rows=3))
+    assert ips.calls == [(T - 1024, T, 3), (T - 512, T, 3), (T - 1024, T - 512, 3),
+                         (T - 768, T - 512, 3), (T - 1024, T - 768, 3)]
+    assert (result.calls, result.saturated, result.backlog) == (5, 0, ())
+    assert len(result.logs) == 6
+
+
+@pytest.mark.parametrize(("logs", "invalid", "halved"), [(2, 0, False), (3, 0, True), (2, 1, True), (4, 0, True)])
+async def test_invalid_records_count_towards_a_full_window(logs, invalid, halved):
+    def answer(call: int, start: float, end: float, rows: int) -> JobLogsResult:
+        return JobLogsResult(tuple(job_log(f"{call}-{n}", start, end) for n in range(logs)) if call == 0 else (),
+                             invalid if call == 0 else 0)
+
+    ips = Ips(answer)
+    await sweep(ips, JobLogBook(swept_until=T), now=T, plan=Plan(lookback=1024, num_rows=3))
+    assert len(ips.calls) == (3 if halved else 1)
+
+
+@pytest.mark.parametrize(("width", "calls", "saturated"), [(1.0, 1, 1), (0.5, 1, 1), (1.5, 3, 2), (2.0, 3, 2)])
+async def test_a_full_window_is_halved_down_to_one_second_and_then_counted_as_saturated(width, calls, saturated):
+    ips = Ips(full)
+    result = await sweep(ips, JobLogBook(swept_until=T), now=T, plan=Plan(lookback=width, num_rows=2))
+    assert (result.calls, result.saturated, result.backlog) == (calls, saturated, ())
+    assert all(end - start <= width for start, end, _ in ips.calls)
+
+
+async def test_windows_left_when_the_calls_run_out_are_the_backlog_newest_first():
+    ips = Ips(full)
+    result = await sweep(ips, JobLogBook(swept_until=T), now=T, plan=Plan(lookback=1024, num_rows=2, max_calls=4))
+    assert ips.calls == [(T - 1024, T, 2), (T - 512, T, 2), (T - 256, T, 2), (T - 128, T, 2)]
+    assert result.backlog == ((T - 64, T), (T - 128, T - 64), (T - 256, T - 128), (T - 512, T - 256),
+                              (T - 1024, T - 512))
+    assert (result.calls, result.saturated) == (4, 0)
+
+
+def pending(name: str, start: float, vanished_at: float, attempts: int = 0) -> tuple[str, Pending]:
+    return name, Pending(name, start, vanished_at, attempts)
+
+
+async def test_vanished_jobs_started_before_the_window_are_looked_up_oldest_vanished_first():
+    waiting = dict([pending("late", T - 5000, T - 100), pending("early", T - 7000, T - 300),
+                    pending("edge", T - 3600, T - 400), pending("inside", T - 1000, T - 500)])
+    looked_up = job_log("early", T - 7000, T - 200)
+
+    def answer(call: int, start: float, end: float, rows: int) -> JobLogsResult:
+        return JobLogsResult((looked_up,) if start == T - 7001 else ())
+
+    ips = Ips(answer)
+    result = await sweep(ips, JobLogBook(swept_until=T, pending=waiting), now=T, plan=Plan(lookback=3600))
+    # the window reaches back to T - 3600: "edge" and "inside" started in it
+    assert ips.calls == [(T - 3600, T, NUM_ROWS), (T - 7001, T - 6999, NUM_ROWS), (T - 5001, T - 4999, NUM_ROWS)]
+    assert result.looked_up == {"early", "late"}
+    assert result.logs == (looked_up,) and result.calls == 3
+
+
+async def test_a_vanished_job_whose_finished_log_the_sweep_found_is_not_looked_up():
+    waiting = dict([pending("done", T - 7000, T - 300), pending("still running", T - 8000, T - 200)])
+    found = (job_log("done", T - 7000, T - 900), job_log("still running", T - 8000, None))
+    ips = Ips(lambda call, *_: JobLogsResult(found if call == 0 else ()))
+    result = await sweep(ips, JobLogBook(swept_until=T, pending=waiting), now=T, plan=Plan(lookback=3600))
+    assert ips.calls[1:] == [(T - 8001, T - 7999, NUM_ROWS)]
+    assert result.looked_up == {"still running"}
+
+
+@pytest.mark.parametrize(("due", "windows"), [(0, 6), (1, 5), (3, 3), (5, 3)])
+async def test_look_ups_get_up_to_half_the_calls_and_the_windows_the_rest(due, windows):
+    waiting = dict(pending(f"job{n}", T - 9000 - n, T - 100 + n) for n in range(due))
+    ips = Ips(lambda call, start, end, rows: full(call, start, end, rows) if end - start > 2 else nothing(
+        call, start, end, rows))
+    result = await sweep(ips, JobLogBook(swept_until=T, pending=waiting), now=T,
+                         plan=Plan(lookback=1024, num_rows=2, max_calls=6))
+    assert result.calls == len(ips.calls) == min(6, windows + due)
+    assert [end - start for start, end, _ in ips.calls[windows:]] == [2.0] * min(due, 6 - windows)
+    assert result.looked_up == {f"job{n}" for n in range(min(due, 6 - windows))}
+    assert len(result.backlog) == windows + 1  # each full window left two halves
+
+
+def test_the_backlog_keeps_what_is_newer_than_the_retention_and_not_inside_another_window():
+    plan = Plan(lookback=900, recent_window=3600)
+    oldest = T - plan.retention
+    windows = [(oldest - 50, oldest), (oldest - 50, oldest - 1), (T - 100, T), (T - 90, T - 10), (T - 100, T),
+               (T - 200, T - 50), (T - 300, T - 50), (T - 400, T - 300)]
+    assert _merge_backlog(windows, T, plan) == ((T - 100, T), (T - 300, T - 50), (T - 400, T - 300),
+                                                (oldest - 50, oldest))
+    assert _merge_backlog([(T - 20, T - 10), (T - 30, T - 10)], T, plan) == ((T - 30, T - 10),)
+    assert _merge_backlog([(T - 20, T - 10), (T - 30, T - 10), (T - 20, T - 5)], T, plan) == (
+        (T - 20, T - 5), (T - 30, T - 10))
+
+
+@pytest.mark.parametrize("count", [MAX_BACKLOG, MAX_BACKLOG + 1, MAX_BACKLOG + 5])
+def test_a_backlog_of_more_than_32_windows_merges_the_oldest(count):
+    windows = [(T - 100 * n - 50, T - 100 * n) for n in range(count)]
+    merged = _merge_backlog(reversed(windows), T, Plan())
+    assert len(merged) == min(count, MAX_BACKLOG)
+    assert merged[: MAX_BACKLOG - 1] == tuple(windows[: MAX_BACKLOG - 1])
+    assert merged[-1] == (windows[-1][0], windows[MAX_BACKLOG - 1][1])
+
+
+def test_a_duration_falls_in_the_first_bucket_it_does_not_exceed():
+    histogram = Histogram().add(60.0).add(60.5).add(86400.0).add(86400.5).add(0.0)
+    assert histogram.buckets == (2, 1, 0, 0, 0, 0, 0, 0, 1, 1)
+    assert histogram.total == 60.0 + 60.5 + 86400.0 + 86400.5
+    assert histogram.cumulative() == [("60", 2.0), ("300", 3.0), ("900", 3.0), ("1800", 3.0), ("3600", 3.0),
+                                      ("7200", 3.0), ("14400", 3.0), ("28800", 3.0), ("86400", 4.0), ("+Inf", 5.0)]
+    assert Histogram().cumulative()[-1] == ("+Inf", 0.0)
+
+
+def test_vanished_jobs_wait_for_their_log_unless_it_was_seen(monkeypatch):
+    book = JobLogBook(ended_names=MappingProxyType({"seen": T - 10}))
+    assert book.after_vanished([("seen", T - 500)], at=T) is book
+    assert book.after_vanished([], at=T) is book
+    later = book.after_vanished([("a", T - 500), ("seen", T - 400), ("b", T - 300)], at=T)
+    assert dict(later.pending) == dict([pending("a", T - 500, T), pending("b", T - 300, T)])
+    monkeypatch.setattr(joblogs, "MAX_PENDING", 3)
+    full_book = later.after_vanished([("c", T - 200)], at=T + 60).after_vanished([("d", T - 100)], at=T + 120)
+    assert set(full_book.pending) == {"b", "c", "d"}  # "a" and "b" vanished together: the first one goes
+    assert full_book.pending["d"] == Pending("d", T - 100, T + 120)
+
+
+def test_a_failed_job_log_poll_is_counted_by_reason_and_a_skipped_one_is_no_poll():
+    book = JobLogBook().after_failure(Reason.TIMEOUT).after_failure(Reason.TIMEOUT).after_failure(Reason.SKIPPED)
+    assert dict(book.errors_total) == {Reason.TIMEOUT: 2, Reason.SKIPPED: 1}
+    assert book.polls_total == 2
+    assert (book.last_success, book.counted, book.swept_until) == (None, {}, None)
+
+
+ONE_OF_EACH = {"fatal": 1, "errors": 1, "warnings": 1, "succeeded": 1}
+
+
+def test_finished_logs_are_counted_once_by_type_and_outcome_with_their_files_and_duration():
+    plan = Plan(lookback=600, recent_window=3600)
+    book = JobLogBook(counted=MappingProxyType({"j|counted": T - 5000}), calls_total=7, polls_total=3,
+                      last_end=MappingProxyType({"Publish": T + 99}))
+    logs = (
+        job_log("fatal", T - 500, T - 100, log_type="Upload", fatal=True, files=(1, 2, 3, 4, 5)),
+        job_log("errors", None, T - 50, log_type="Upload", files=(0, 1, 0, 0, 0)),
+        job_log("warnings", T - 10, T - 20, log_type="Upload", files=(0, 0, 1, 0, 0)),
+        job_log("succeeded", T - 4000, T - 1000, log_type="Upload", files=(10, 0, 0, 0, 0)),
+        job_log("counted", T - 6000, T - 5000, log_type="Upload", files=(100, 0, 0, 0, 0)),
+        job_log("before start", T - 3000, T - 2000, log_type="Publish", fatal=True, files=(100, 0, 0, 0, 0)),
+        job_log("running", T - 100, None, log_type="Running"),
+    )
+    after = book.after_sweep(SweepResult(logs, 5, T, backlog=((T - 10, T),)), started_at=T - 1500, plan=plan,
+                             recent_max=10)
+    assert {k: dict(v) for k, v in after.finished.items()} == {
+        "Upload": ONE_OF_EACH, "Publish": dict.fromkeys(ONE_OF_EACH, 0)}
+    assert dict(after.files) == {"Upload": (11, 3, 4, 4, 5), "Publish": (0, 0, 0, 0, 0)}
+    assert after.durations["Upload"] == Histogram((2, 0, 1, 0, 1, 0, 0, 0, 0, 0), 3400.0)
+    assert after.durations["Publish"] == Histogram()
+    assert dict(after.last_end) == {"Upload": T - 20, "Publish": T + 99}
+    assert dict(after.counted) == {"j|counted": T - 5000, "j|succeeded": T - 1000, "j|fatal": T - 100,
+                                   "j|errors": T - 50, "j|warnings": T - 20}
+    assert dict(after.ended_names) == {"counted": T - 5000, "before start": T - 2000, "succeeded": T - 1000,
+                                       "fatal": T - 100, "errors": T - 50, "warnings": T - 20}
+    assert [(job.key, job.outcome, job.end, job.files) for job in after.recent] == [
+        ("j|warnings", "warnings", T - 20, (0, 0, 1, 0, 0)), ("j|errors", "errors", T - 50, (0, 1, 0, 0, 0)),
+        ("j|fatal", "fatal", T - 100, (1, 2, 3, 4, 5)), ("j|succeeded", "succeeded", T - 1000, (10, 0, 0, 0, 0)),
+        ("j|before start", "fatal", T - 2000, (100, 0, 0, 0, 0))]
+    assert (after.polls_total, after.last_success, after.calls_total, after.last_calls) == (4, T, 12, 5)
+    assert (after.swept_until, after.backlog) == (T, ((T - 10, T),))
+    again = after.after_sweep(SweepResult(logs, 1, T + 60), started_at=T - 1500, plan=plan, recent_max=10)
+    assert again.finished == after.finished and again.files == after.files and again.durations == after.durations
+
+
+def test_what_ended_before_the_retention_is_neither_counted_nor_remembered():
+    plan = Plan(lookback=600, recent_window=3600)
+    oldest = T - plan.retention
+    book = JobLogBook(counted=MappingProxyType({"kept": oldest, "forgotten": oldest - 1}),
+                      ended_names=MappingProxyType({"kept": oldest, "forgotten": oldest - 1}))
+    logs = (job_log("at the edge", None, oldest), job_log("too old", None, oldest - 1))
+    after = book.after_sweep(SweepResult(logs, 1, T), started_at=T - 10 * 86400, plan=plan, recent_max=10)
+    assert dict(after.counted) == {"kept": oldest, "j|at the edge": oldest}
+    assert dict(after.ended_names) == {"kept": oldest, "at the edge": oldest, "too old": oldest - 1}
+    assert dict(after.finished["Upload"]) == {"fatal": 0, "errors": 0, "warnings": 0, "succeeded": 1}
+
+
+def test_the_recent_jobs_are_those_of_the_recent_window_newest_first_up_to_recent_max():
+    plan = Plan(lookback=600, recent_window=3600)
+    earlier = JobLogBook().after_sweep(SweepResult((job_log("edge", None, T - 3600), job_log("b", None, T - 3601)),
+                                                   1, T), started_at=0, plan=plan, recent_max=10)
+    assert [job.key for job in earlier.recent] == ["j|edge"]
+    logs = tuple(job_log(name, None, T + 60 - 1 if name < "c" else T + 60 - 2) for name in "abcd")
+    later = earlier.after_sweep(SweepResult(logs, 1, T + 1), started_at=0, plan=plan, recent_max=3)
+    assert [job.key for job in later.recent] == ["j|b", "j|a", "j|d"]
+    kept = earlier.after_sweep(SweepResult((), 1, T), started_at=0, plan=plan, recent_max=10)
+    assert kept.recent == earlier.recent
+    gone = earlier.after_sweep(SweepResult((), 1, T + 1), started_at=0, plan=plan, recent_max=10)
+    assert gone.recent == ()
+
+
+def test_the_recent_job_shows_the_capped_name_and_type_and_its_files():
+    logs = (job_log("n" * 200, T - 60, T - 30, handle="j|1", log_type="t" * 200, files=(1, 0, 2, 0, 3)),)
+    after = JobLogBook().after_sweep(SweepResult(logs, 1, T), started_at=0, plan=Plan(), recent_max=10)
+    capped = "t" * 127 + "\u2026"
+    assert after.recent == (RecentJob("j|1", "n" * 127 + "\u2026", capped, "warnings", T - 30, (1, 0, 2, 0, 3)),)
+    assert list(after.finished) == list(after.files) == list(after.durations) == list(after.last_end) == [capped]
+
+
+def test_log_types_beyond_the_limit_are_counted_as_other(monkeypatch):
+    monkeypatch.setattr(joblogs, "MAX_LOG_TYPES", 2)
+    logs = (job_log("a", None, T - 50, log_type="A"), job_log("b", None, T - 40, log_type="B"),
+            job_log("c", None, T - 30, log_type="C"), job_log("d", None, T - 20, log_type="A"),
+            job_log("e", None, T - 10, log_type="E"))
+    after = JobLogBook().after_sweep(SweepResult(logs, 1, T), started_at=0, plan=Plan(), recent_max=10)
+    assert {k: v["succeeded"] for k, v in after.finished.items()} == {"A": 2, "B": 1, "other": 2}
+    assert after.recent[0].log_type == "other"
+    # a type first seen ends first, whatever order IPS answers in
+    after = JobLogBook().after_sweep(SweepResult(tuple(reversed(logs)), 1, T), started_at=0, plan=Plan(),
+                                     recent_max=10)
+    assert {k: v["succeeded"] for k, v in after.finished.items()} == {"A": 2, "B": 1, "other": 2}
+
+
+def test_the_latest_end_of_a_job_name_is_remembered():
+    logs = (job_log("same", None, T - 10, handle="j|2"), job_log("same", None, T - 20, handle="j|1"))
+    after = JobLogBook().after_sweep(SweepResult(logs, 1, T), started_at=0, plan=Plan(), recent_max=10)
+    assert dict(after.ended_names) == {"same": T - 10}
+
+
+def test_the_keys_remembered_are_bounded_keeping_the_newest(monkeypatch):
+    monkeypatch.setattr(joblogs, "MAX_REMEMBERED", 2)
+    logs = tuple(job_log(f"job{n}", None, T - 10 * n) for n in (3, 1, 2))
+    after = JobLogBook().after_sweep(SweepResult(logs, 1, T), started_at=0, plan=Plan(), recent_max=10)
+    assert dict(after.counted) == {"j|job2": T - 20, "j|job1": T - 10}
+    assert dict(after.ended_names) == {"job2": T - 20, "job1": T - 10}
+    logs = tuple(job_log(f"job{n}", None, T - 10 * n) for n in (2, 1))
+    after = JobLogBook().after_sweep(SweepResult(logs, 1, T), started_at=0, plan=Plan(), recent_max=10)
+    assert len(after.counted) == len(after.ended_names) == 2
+
+
+def test_vanished_jobs_are_given_up_after_12_look_ups_or_the_retention():
+    plan = Plan(lookback=600, recent_window=3600)
+    oldest = T - plan.retention
+    waiting = dict([
+        pending("found now", T - 9000, T - 100), pending("found before", T - 9000, T - 100),
+        pending("asked", T - 9000, T - 100, 3), pending("asked a 12th time", T - 9000, T - 100, LOOKUP_ATTEMPTS - 1),
+        pending("not asked", T - 9000, T - 100, LOOKUP_ATTEMPTS - 1), pending("at the edge", T - 9000, oldest),
+        pending("too old", T - 9000, oldest - 1),
+    ])
+    book = JobLogBook(pending=MappingProxyType(waiting), ended_names=MappingProxyType({"found before": T - 50}))
+    result = SweepResult((job_log("found now", T - 9000, T - 30),), 4, T,
+                         looked_up=frozenset({"asked", "asked a 12th time", "found now"}))
+    after = book.after_sweep(result, started_at=0, plan=plan, recent_max=10)
+    assert dict(after.pending) == dict([pending("asked", T - 9000, T - 100, 4),
+                                        pending("not asked", T - 9000, T - 100, LOOKUP_ATTEMPTS - 1),
+                                        pending("at the edge", T - 9000, oldest)])
