@@ -9,20 +9,24 @@ call, and the book (`JobLogBook`) is given sweep results built by hand.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
 import pytest
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from servers import Clock, all_up, by_company, eventually, exporting, settings_for, simulated
 from support import by_label
+from test_poller import START, TARGET, FakeClient, SteppedClock
 
 from exporter import joblogs
 from exporter.client import IpsClient
 from exporter.config import JobLogsConfig
-from exporter.errors import Reason
+from exporter.errors import ApiFault, Reason
 from exporter.joblogs import (
     LOOKUP_ATTEMPTS,
     MAX_BACKLOG,
@@ -41,9 +45,9 @@ from exporter.joblogs import (
     retention_for,
     sweep,
 )
-from exporter.models import JobLog
+from exporter.models import JobLog, JobLogSortBy, SortDirection
 from exporter.parse import JobLogsResult
-from exporter.poller import Account, JobLogPolling, Poller
+from exporter.poller import Account, JobLogPolling, Pause, Poller
 from exporter.simulator import SimulatorServer
 from exporter.simulator.joblogs import JobLog as SimLog
 from exporter.snapshot import CompanyTarget, JobLogSettings, Store
@@ -693,3 +697,165 @@ def test_vanished_jobs_are_given_up_after_12_look_ups_or_the_retention():
     assert dict(after.pending) == dict([pending("asked", T - 9000, T - 100, 4),
                                         pending("not asked", T - 9000, T - 100, LOOKUP_ATTEMPTS - 1),
                                         pending("at the edge", T - 9000, oldest)])
+
+
+# -- the poller's job-log poll, with a fake client -------------------------------------------------
+
+
+class LogClient(FakeClient):
+    """A FakeClient that answers getJobLogs from its own script (an exception is raised, an event is
+    waited on) and keeps the arguments of each call."""
+
+    def __init__(self, logs: Iterator[object]) -> None:
+        super().__init__(iter(()))
+        self.logs = logs
+        self.log_calls: list[dict[str, Any]] = []
+
+    async def get_job_logs(self, company_handle: str, **params: Any) -> JobLogsResult:
+        self.log_calls.append({"company_handle": company_handle, **params})
+        answer = next(self.logs)
+        if isinstance(answer, BaseException):
+            raise answer
+        if isinstance(answer, asyncio.Event):
+            await answer.wait()
+        return answer if isinstance(answer, JobLogsResult) else JobLogsResult(())
+
+
+LOG_PLAN = Plan(lookback=900, recent_window=3600)
+
+
+def log_poller(*answers: object, timeout: float = 150.0, plan: Plan = LOG_PLAN,
+               password: Callable[[], str | None] | None = None) -> tuple[Poller, Store, LogClient]:
+    """A poller of the company TARGET of account "main", job logs polled every 300 s by `plan`."""
+    store = Store(job_logs=JobLogSettings(plan), started_at=START - 86400)
+    store.track(TARGET)
+    client = LogClient(iter(answers))
+    poller = Poller([Account("main", client, password=password)], store, interval=60, timeout=20,  # type: ignore[arg-type]
+                    clock=SteppedClock(START, 10.0), timer=SteppedClock(100.0, 0.25),
+                    job_logs=JobLogPolling(300, timeout, plan))
+    return poller, store, client
+
+
+def log_lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "exporter.poller" and r.levelno >= level]
+
+
+async def test_a_job_log_poll_asks_for_its_window_by_start_date_newest_first_and_records_what_it_found(caplog):
+    caplog.set_level(logging.DEBUG, logger="exporter.poller")
+    found = job_log("a", START - 600, START - 60)
+    poller, store, client = log_poller(JobLogsResult((found,), 2, f"count -3 <password>{FakeClient.password}"))
+    await poller._poll_job_logs(TARGET)
+    assert client.log_calls == [{
+        "company_handle": "c|1", "start_date": datetime.fromtimestamp(START - 4500, UTC),
+        "end_date": datetime.fromtimestamp(START, UTC), "num_rows": NUM_ROWS, "sort_by": JobLogSortBy.START_DATE,
+        "sort_direction": SortDirection.DESCENDING}]
+    book = store.job_log_book(TARGET)
+    assert (book.last_success, book.calls_total, set(book.counted)) == (START, 1, {"j|a"})
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None and snapshot.invalid_records_total == 2
+    assert (snapshot.polls_total, snapshot.fetched_at, snapshot.up) == (0, None, False)  # the active poll's alone
+    assert log_lines(caplog, logging.DEBUG) == [
+        (logging.WARNING, "company 'Acme': 2 invalid job-log records left out; the first: count -3 <password>***"),
+        (logging.DEBUG, "job-log poll of company 'Acme': 1 calls, 1 logs, 0.25s"),
+    ]
+
+
+async def test_a_job_log_poll_still_saturated_at_one_second_says_logs_may_be_missed(caplog):
+    plan = Plan(lookback=0.5, recent_window=0.5, num_rows=2)
+    poller, store, client = log_poller(full(0, START - 1, START, 2), plan=plan)
+    await poller._poll_job_logs(TARGET)
+    assert len(client.log_calls) == 1 and store.job_log_book(TARGET).last_success == START
+    assert log_lines(caplog) == [
+        (logging.WARNING, "company 'Acme': 1 one-second windows of job logs still held 2 logs: some may be missed")]
+
+
+@pytest.mark.parametrize(("paused", "reason"), [("main", Reason.AUTHENTICATION), (TARGET, Reason.AUTHORIZATION)])
+async def test_a_paused_account_or_company_gets_no_job_log_call(paused, reason):
+    poller, store, client = log_poller(JobLogsResult(()))
+    poller._paused[paused] = Pause(60, 1e9, "later", "refused")
+    await poller._poll_job_logs(TARGET)
+    assert client.log_calls == []
+    book = store.job_log_book(TARGET)
+    assert (dict(book.errors_total), book.polls_total, book.last_success) == ({reason: 1}, 1, None)
+    assert paused in poller._paused  # the job-log poll neither ends a pause nor probes
+
+
+async def test_a_new_password_ends_the_pause_before_the_job_log_poll():
+    poller, store, client = log_poller(JobLogsResult(()), password=lambda: "n3w-Pa55")
+    poller._paused["main"] = Pause(60, 1e9, "later", "refused")
+    await poller._poll_job_logs(TARGET)
+    assert len(client.log_calls) == 1 and client.password == "n3w-Pa55" and not poller._paused
+    assert store.job_log_book(TARGET).last_success == START
+
+
+async def test_a_failed_job_log_poll_is_logged_once_per_change_and_its_recovery_once(caplog):
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    fault = ApiFault(30000, f"Internal error for {FakeClient.password}")
+    poller, store, _ = log_poller(fault, fault, ZeroDivisionError(), ZeroDivisionError(), JobLogsResult(()),
+                                  JobLogsResult(()))
+    for _ in range(6):
+        await poller._poll_job_logs(TARGET)
+    book = store.job_log_book(TARGET)
+    assert dict(book.errors_total) == {Reason.API_FAULT: 2, Reason.INTERNAL: 2}
+    assert (book.polls_total, book.last_success) == (6, START + 50)
+    assert log_lines(caplog) == [
+        (logging.WARNING, "job-log poll of company 'Acme' failed: api_fault: ipsApiFault 30000: Internal error "
+                          "for ***"),
+        (logging.ERROR, "unexpected error polling the job logs of company 'Acme'"),
+        (logging.WARNING, "job-log poll of company 'Acme' failed: internal: unexpected ZeroDivisionError: a bug of "
+                          "the exporter"),
+        (logging.INFO, "job-log poll of company 'Acme' recovered"),
+    ]
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and tracebacks[0].exc_info[0] is ZeroDivisionError
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None and (snapshot.polls_total, dict(snapshot.errors_total)) == (0, {})
+    assert not poller._last_failure and not poller._paused  # the active poll's log lines and pauses are its own
+
+
+async def test_a_job_log_poll_is_cut_off_at_its_own_timeout(caplog):
+    poller, store, _ = log_poller(asyncio.Event(), timeout=0.05)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(poller._poll_job_logs(TARGET), 10)
+    assert loop.time() - began < 1.0  # no backstop second: the poll timeout cuts it off itself
+    assert dict(store.job_log_book(TARGET).errors_total) == {Reason.TIMEOUT: 1}
+    assert log_lines(caplog) == [
+        (logging.WARNING, "job-log poll of company 'Acme' failed: timeout: not complete within the job-log poll "
+                          "timeout of 0.05s")]
+
+
+@pytest.mark.parametrize(("log_interval", "jitter", "spread"), [(300, None, 5.0), (20, None, 2.0), (300, 0, 0)])
+async def test_each_company_gets_a_job_log_poll_of_its_own_interval_and_jitter(log_interval, jitter, spread):
+    store = Store()
+    poller = Poller([Account("main", FakeClient(iter(())))], store, interval=60, timeout=20,  # type: ignore[arg-type]
+                    jitter=jitter, job_logs=JobLogPolling(log_interval, 10))
+    poller.start()
+    try:
+        poller._schedule_job_logs(TARGET)
+        scheduled = poller.scheduler.get_job("main\x00c|1\x00job logs")
+        assert scheduled is not None and scheduled.args == (TARGET, poller._poll_job_logs)
+        assert (scheduled.trigger.interval, scheduled.trigger.jitter) == (timedelta(seconds=log_interval),
+                                                                         spread or None)
+        assert poller._log_targets == {"main\x00c|1\x00job logs": TARGET}
+        poller._unschedule(TARGET)
+        assert poller.scheduler.get_job("main\x00c|1\x00job logs") is None and not poller._log_targets
+    finally:
+        await poller.stop()
+
+
+async def test_no_job_log_poll_is_scheduled_when_job_logs_are_off():
+    poller = Poller([Account("main", FakeClient(iter(())))], Store(), interval=60, timeout=20)  # type: ignore[arg-type]
+    poller._schedule_job_logs(TARGET)
+    assert not poller._log_targets and not poller.scheduler.get_jobs()
+
+
+async def test_a_job_log_poll_the_scheduler_could_not_start_is_counted_as_skipped(caplog):
+    poller, store, _ = log_poller()
+    poller._log_targets["main\x00c|1\x00job logs"] = TARGET
+    poller._on_missed_run(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, "main\x00c|1\x00job logs", "default", []))
+    poller._on_missed_run(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, "main\x00c|1", "default", []))
+    book = store.job_log_book(TARGET)
+    assert (dict(book.errors_total), book.polls_total) == ({Reason.SKIPPED: 1}, 0)
+    assert log_lines(caplog) == [
+        (logging.WARNING, "job-log poll of company 'Acme' skipped: the previous one is still running")]
