@@ -537,6 +537,7 @@ def test_the_backlog_keeps_what_is_newer_than_the_retention_and_not_inside_anoth
     assert _merge_backlog(windows, T, plan) == ((T - 100, T), (T - 300, T - 50), (T - 400, T - 300),
                                                 (oldest - 50, oldest))
     assert _merge_backlog([(T - 20, T - 10), (T - 30, T - 10)], T, plan) == ((T - 30, T - 10),)
+    assert _merge_backlog([(T - 30, T - 20), (T - 30, T - 10)], T, plan) == ((T - 30, T - 10),)
     assert _merge_backlog([(T - 20, T - 10), (T - 30, T - 10), (T - 20, T - 5)], T, plan) == (
         (T - 20, T - 5), (T - 30, T - 10))
 
@@ -681,7 +682,8 @@ def test_the_keys_remembered_are_bounded_keeping_the_newest(monkeypatch):
     assert len(after.counted) == len(after.ended_names) == 2
 
 
-def test_vanished_jobs_are_given_up_after_12_look_ups_or_the_retention():
+def test_vanished_jobs_are_given_up_after_12_look_ups_or_the_retention(caplog):
+    caplog.set_level(logging.DEBUG, logger="exporter.joblogs")
     plan = Plan(lookback=600, recent_window=3600)
     oldest = T - plan.retention
     waiting = dict([
@@ -697,6 +699,9 @@ def test_vanished_jobs_are_given_up_after_12_look_ups_or_the_retention():
     assert dict(after.pending) == dict([pending("asked", T - 9000, T - 100, 4),
                                         pending("not asked", T - 9000, T - 100, LOOKUP_ATTEMPTS - 1),
                                         pending("at the edge", T - 9000, oldest)])
+    assert [r.getMessage() for r in caplog.records if r.name == "exporter.joblogs"] == [
+        "no finished log found for job 'asked a 12th time'; given up",
+        "no finished log found for job 'too old'; given up"]
 
 
 # -- the poller's job-log poll, with a fake client -------------------------------------------------
