@@ -765,6 +765,15 @@ async def test_a_job_log_poll_asks_for_its_window_by_start_date_newest_first_and
     ]
 
 
+async def test_the_next_job_log_poll_reaches_back_the_lookback_from_the_last_one():
+    poller, store, client = log_poller(JobLogsResult(()), JobLogsResult(()))
+    await poller._poll_job_logs(TARGET)
+    await poller._poll_job_logs(TARGET)
+    assert [(call["start_date"].timestamp(), call["end_date"].timestamp()) for call in client.log_calls] == [
+        (START - 4500, START), (START - 900, START + 10)]
+    assert store.job_log_book(TARGET).swept_until == START + 10
+
+
 async def test_a_job_log_poll_still_saturated_at_one_second_says_logs_may_be_missed(caplog):
     plan = Plan(lookback=0.5, recent_window=0.5, num_rows=2)
     poller, store, client = log_poller(full(0, START - 1, START, 2), plan=plan)
