@@ -617,6 +617,12 @@ def test_finished_logs_are_counted_once_by_type_and_outcome_with_their_files_and
     assert again.finished == after.finished and again.files == after.files and again.durations == after.durations
 
 
+def test_the_file_counts_of_counted_logs_add_up_result_by_result():
+    logs = tuple(job_log(f"job{n}", None, T - 10 * n, files=(1 * n, 2 * n, 3 * n, 4 * n, 5 * n)) for n in (1, 10, 100))
+    after = JobLogBook().after_sweep(SweepResult(logs, 1, T), started_at=0, plan=Plan(), recent_max=10)
+    assert dict(after.files) == {"Upload": (111, 222, 333, 444, 555)}
+
+
 def test_what_ended_before_the_retention_is_neither_counted_nor_remembered():
     plan = Plan(lookback=600, recent_window=3600)
     oldest = T - plan.retention
