@@ -653,7 +653,7 @@ def test_the_recent_job_shows_the_capped_name_and_type_and_its_files():
     logs = (job_log("n" * 200, T - 60, T - 30, handle="j|1", log_type="t" * 200, files=(1, 0, 2, 0, 3)),)
     after = JobLogBook().after_sweep(SweepResult(logs, 1, T), started_at=0, plan=Plan(), recent_max=10)
     capped = "t" * 127 + "\u2026"
-    assert after.recent == (RecentJob("j|1", "n" * 127 + "\u2026", capped, "warnings", T - 30, (1, 0, 2, 0, 3)),)
+    assert after.recent == (RecentJob("j|1", "n" * 127 + "\u2026", capped, "warnings", T - 30, (1, 0, 2, 0, 3), 30.0),)
     assert list(after.finished) == list(after.files) == list(after.durations) == list(after.last_end) == [capped]
 
 
