@@ -10,6 +10,8 @@ import logging
 import ssl
 from collections.abc import Callable
 
+from prometheus_client.process_collector import ProcessCollector
+
 from exporter.client import IpsClient, ResponseBudget, RetryPolicy
 from exporter.config import AccountConfig, ConfigError, Settings, parse_shard, split_listen_address
 from exporter.exposition import Exposition
@@ -55,7 +57,8 @@ class Exporter:
         self.store = Store(max_age=settings.poll.effective_max_age, guard=series_guard(settings.poll.max_series),
                            job_logs=job_log_settings(settings))
         self.exposition = Exposition(
-            self.store, interval=settings.poll.interval, job_log_interval=settings.job_logs.interval
+            self.store, interval=settings.poll.interval, job_log_interval=settings.job_logs.interval,
+            process=ProcessCollector(registry=None),
         )
         self.budget = ResponseBudget(int(settings.poll.max_total_response_size))
         self.accounts = make_accounts(settings, self.budget)

@@ -32,25 +32,32 @@ class SnapshotCollector(Collector):
         self.poll_note = f" From a background poll of IPS every {interval:g}s."
         self.job_log_note = f" From a background poll of IPS job logs every {job_log_interval:g}s."
 
-    def _family(self, spec: FamilySpec) -> Family:
+    def empty(self, spec: FamilySpec) -> Family:
+        """The family of `spec` without samples: its HELP and TYPE."""
         cls = KINDS[spec.kind]
         note = self.job_log_note if spec.from_job_logs else self.poll_note
         return cls(spec.name, spec.help + note, labels=list(spec.labels))
 
+    def exported(self, spec: FamilySpec) -> bool:
+        """Whether the family has samples in this State: the guard may leave the per-job ones out."""
+        return self.frame.state.per_job_series or not spec.per_job
+
+    def family(self, spec: FamilySpec) -> Family:
+        family = self.empty(spec)
+        if self.exported(spec):
+            for labels, value in spec.samples(self.frame):
+                if isinstance(family, HistogramMetricFamily):
+                    assert isinstance(value, tuple)
+                    family.add_metric(labels, list(value[0]), value[1])
+                else:
+                    assert not isinstance(value, tuple)
+                    family.add_metric(labels, value)
+        return family
+
     def describe(self) -> Iterator[Metric]:
         for spec in FAMILIES:
-            yield self._family(spec)
+            yield self.empty(spec)
 
     def collect(self) -> Iterator[Metric]:
-        per_job = self.frame.state.per_job_series
         for spec in FAMILIES:
-            family = self._family(spec)
-            if per_job or not spec.per_job:
-                for labels, value in spec.samples(self.frame):
-                    if isinstance(family, HistogramMetricFamily):
-                        assert isinstance(value, tuple)
-                        family.add_metric(labels, list(value[0]), value[1])
-                    else:
-                        assert not isinstance(value, tuple)
-                        family.add_metric(labels, value)
-            yield family
+            yield self.family(spec)

@@ -1,23 +1,29 @@
 """Exposition bytes, rendered once per State and served from memory to every scrape.
 
 The State only changes when a poll ends, so the text (0.0.4 or OpenMetrics, plain or gzip) is
-rendered by prometheus-client's own encoders once per State and kept. Rendering runs in a worker
-thread, off the event loop. The exposition subscribes to the store: the variants scrapers asked
-for recently are rendered as soon as the store publishes a new State; a scrape only renders itself
-for a variant nobody asked for recently, or when a company went stale since the bytes were made.
-A variant nobody asked for within `max(FORGET_VARIANT_AFTER, 3 polls)` is forgotten at the next
-render, its bytes with it: a one-off request in an odd format costs a few renders, not one at
-every poll for ever. `?name[]=` filtering is rare and rendered on demand.
+rendered once per State and kept: the per-job families by `render`, the rest by
+prometheus-client's own encoder of the content type. A render runs on the event loop in slices
+of a few milliseconds, so scrapes are answered between them. The exposition subscribes to the
+store: the variants scrapers asked for recently are rendered as soon as the store publishes a new
+State; a scrape only renders itself for a variant nobody asked for recently, or when a company
+went stale since the bytes were made. A variant nobody asked for within
+`max(FORGET_VARIANT_AFTER, 3 polls)` is forgotten at the next render, its bytes with it: a one-off
+request in an odd format costs a few renders, not one at every poll for ever. `?name[]=`
+filtering is rare and rendered on demand.
+
+The process metrics (memory, CPU, file descriptors) are read at every scrape and written after
+the cached bytes: the gzip stream of a variant is kept open (flushed to a byte boundary) so that
+they, and OpenMetrics' `# EOF`, end the same stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
@@ -25,20 +31,22 @@ from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import Collector
 
 from exporter.collector import SnapshotCollector
+from exporter.render import EOF, Encoder, is_openmetrics, pieces, writes_itself
 from exporter.snapshot import State, Store
 
 log = logging.getLogger(__name__)
 
 # Level 1 costs a fifth of level 9 here for bodies about a third larger: scrapes are on a LAN.
 GZIP_LEVEL = 1
+GZIP_WBITS = 31  # a gzip stream (header and trailer), as prometheus-client's gzip.compress(mtime=0)
 MAX_VARIANTS = 8
 # Seconds (or three poll intervals, if longer) after which a variant nobody asked for is forgotten.
 # Prometheus scrapes every 15 s to 1 min: several scrape intervals keep every real scraper's variant
 # warm, and a variant a client asked for once is rendered at a few publishes at most.
 FORGET_VARIANT_AFTER = 300.0
+# Longest stretch a render keeps the event loop before letting scrapes be answered.
+TURN_SECONDS = 0.005
 
-
-Encoder = Callable[[Collector], bytes]
 TEXT_0_0_4 = text_format.CONTENT_TYPE_PLAIN_0_0_4
 OPENMETRICS_1_0_0 = openmetrics_format.CONTENT_TYPE_LATEST
 
@@ -53,9 +61,47 @@ class Variant:
 
 @dataclass(frozen=True)
 class Rendered:
+    """The bytes of one State in one variant, without the end: OpenMetrics' `# EOF` and, for
+    gzip, the end of the stream are added by `parts`, after whatever the scrape adds."""
+
     generation: int
     stale: frozenset[str]
     body: bytes
+    openmetrics: bool
+    compressor: zlib._Compress | None = field(default=None, compare=False)
+
+    def parts(self, extra: bytes = b"") -> tuple[bytes, bytes]:
+        """The answer: the kept bytes, then `extra` (text of the same content type) and the end."""
+        end = extra + EOF if self.openmetrics else extra
+        if self.compressor is None:
+            return self.body, end
+        stream = self.compressor.copy()
+        return self.body, stream.compress(end) + stream.flush()
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts())
+
+
+class _Sink:
+    """Collects one variant's bytes as they are written, compressing them on the way for gzip."""
+
+    def __init__(self, variant: Variant) -> None:
+        self.variant = variant
+        self._parts: list[bytes] = []
+        self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS) if variant.gzip else None
+
+    def write(self, data: bytes) -> None:
+        if self._compressor is not None:
+            data = self._compressor.compress(data)
+        if data:
+            self._parts.append(data)
+
+    def close(self, generation: int, stale: frozenset[str]) -> Rendered:
+        if self._compressor is not None:
+            self._parts.append(self._compressor.flush(zlib.Z_SYNC_FLUSH))
+        body = b"".join(self._parts)
+        self._parts = []
+        return Rendered(generation, stale, body, is_openmetrics(self.variant.content_type), self._compressor)
 
 
 def gzip_wanted(accept_encoding: str | None) -> bool:
@@ -82,11 +128,13 @@ class Exposition:
         interval: float,
         job_log_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
+        process: Collector | None = None,
     ) -> None:
         self.store = store
         self.interval = interval
         self.job_log_interval = job_log_interval
         self.clock = clock
+        self.process = process  # read at every scrape: not part of the State
         self._encoders: dict[str, Encoder] = {
             TEXT_0_0_4: text_format.generate_latest,
             OPENMETRICS_1_0_0: openmetrics_format.generate_latest,
@@ -119,59 +167,109 @@ class Exposition:
             return
         self.refresh()
 
+    def collector(self, state: State, now: float) -> SnapshotCollector:
+        return SnapshotCollector(state, now=now, interval=self.interval, job_log_interval=self.job_log_interval)
+
     def registry(self, state: State, now: float) -> CollectorRegistry:
         registry = CollectorRegistry()  # SnapshotCollector.describe() names its families for `names`
-        registry.register(SnapshotCollector(
-            state, now=now, interval=self.interval, job_log_interval=self.job_log_interval
-        ))
+        registry.register(self.collector(state, now))
         return registry
 
+    def scrape_time_text(self, variant: Variant, names: Sequence[str] = ()) -> bytes:
+        """What a scrape adds to the kept bytes: the process metrics, read now (those in
+        `names`, if given)."""
+        if self.process is None:
+            return b""
+        source: Collector = self.process
+        if names:
+            registry = CollectorRegistry(auto_describe=True)
+            registry.register(self.process)
+            source = registry.restricted_registry(names)
+        text = self._encoders[variant.content_type](source)
+        return text.removesuffix(EOF) if is_openmetrics(variant.content_type) else text
+
     def render(self, state: State, variant: Variant, now: float, names: Sequence[str] = ()) -> bytes:
-        """Encode `state` (optionally only the families in `names`); CPU-bound."""
-        return self._render_many(state, [variant], now, names)[variant]
+        """The whole document of `state` in `variant` (optionally only the families in `names`),
+        without the process metrics; CPU-bound."""
+        if names:
+            return bytes(self._render_named(state, variant, now, names))
+        return self.render_variants(state, [variant], now)[variant]
 
-    def _render_many(
-        self, state: State, variants: Sequence[Variant], now: float, names: Sequence[str] = ()
-    ) -> dict[Variant, bytes]:
-        """Encode once per content type, compress for the gzip variants."""
-        registry = self.registry(state, now)
-        source = registry.restricted_registry(names) if names else registry
-        rendered = {}
-        for content_type in {variant.content_type for variant in variants}:
-            plain = self._encoders[content_type](source)
-            for variant in variants:
-                if variant.content_type == content_type:
-                    rendered[variant] = (
-                        gzip.compress(plain, compresslevel=GZIP_LEVEL, mtime=0) if variant.gzip else plain
-                    )
-        return rendered
+    def render_variants(self, state: State, variants: Sequence[Variant], now: float) -> dict[Variant, bytes]:
+        """The whole documents of `state` in each variant, written in one pass, as a publish
+        renders them; CPU-bound."""
+        sinks = [_Sink(variant) for variant in variants]
+        for _ in self._write(state, sinks, now):
+            pass
+        return {sink.variant: bytes(sink.close(state.generation, frozenset())) for sink in sinks}
 
-    def _current(self, variant: Variant, state: State, stale: frozenset[str]) -> bytes | None:
+    def _render_named(self, state: State, variant: Variant, now: float, names: Sequence[str]) -> Rendered:
+        sink = _Sink(variant)
+        text = self._encoders[variant.content_type](self.registry(state, now).restricted_registry(names))
+        sink.write(text.removesuffix(EOF) if is_openmetrics(variant.content_type) else text)
+        return sink.close(state.generation, frozenset())
+
+    def _write(self, state: State, sinks: Sequence[_Sink], now: float) -> Iterator[None]:
+        """Write `state` into the sinks, yielding between pieces of a few hundred kilobytes."""
+        collector = self.collector(state, now)
+        content_types = {sink.variant.content_type for sink in sinks}
+        own = {ct: self._encoders[ct] for ct in content_types if writes_itself(ct)}
+        for target, data in pieces(collector, own):
+            for sink in sinks:
+                if (target is None and sink.variant.content_type in own) or target == sink.variant.content_type:
+                    sink.write(data)
+            yield
+        for content_type in content_types - own.keys():  # names rewritten (dots, values): all theirs
+            text = self._encoders[content_type](self.registry(state, now))
+            text = text.removesuffix(EOF) if is_openmetrics(content_type) else text
+            for sink in sinks:
+                if sink.variant.content_type == content_type:
+                    sink.write(text)
+            yield
+
+    async def _render_many(self, state: State, variants: Sequence[Variant], now: float) -> dict[Variant, Rendered]:
+        """Render on the event loop, letting it answer scrapes every TURN_SECONDS."""
+        loop = asyncio.get_running_loop()
+        sinks = [_Sink(variant) for variant in variants]
+        turn_started = loop.time()
+        for _ in self._write(state, sinks, now):
+            if loop.time() - turn_started > TURN_SECONDS:
+                await asyncio.sleep(0)
+                turn_started = loop.time()
+        stale = state.stale_labels(now)
+        return {sink.variant: sink.close(state.generation, stale) for sink in sinks}
+
+    def _current(self, variant: Variant, state: State, stale: frozenset[str]) -> Rendered | None:
         cached = self._cache.get(variant)
         if cached is not None and cached.generation == state.generation and cached.stale == stale:
-            return cached.body
+            return cached
         return None
 
-    async def body(self, variant: Variant, names: Sequence[str] = ()) -> bytes:
-        """The bytes for a scrape, from memory. While a newer State is being rendered the
-        scrape gets the previous one, whole; only a variant not asked for recently waits."""
+    async def answer(self, variant: Variant, names: Sequence[str] = ()) -> tuple[bytes, ...]:
+        """The body of a scrape: the State's bytes from memory, then the process metrics."""
+        rendered = await self.body(variant, names)
+        return rendered.parts(self.scrape_time_text(variant, names))
+
+    async def body(self, variant: Variant, names: Sequence[str] = ()) -> Rendered:
+        """The State's bytes for a scrape, from memory. While a newer State is being rendered
+        the scrape gets the previous one, whole; only a variant not asked for recently waits."""
         now = self.clock()
         if names:
-            return await asyncio.to_thread(self.render, self.store.state, variant, now, names)
+            return await asyncio.to_thread(self._render_named, self.store.state, variant, now, names)
         self._wanted[variant] = now
         state = self.store.state
-        body = self._current(variant, state, state.stale_labels(now))
-        if body is not None:
-            return body
+        current = self._current(variant, state, state.stale_labels(now))
+        if current is not None:
+            return current
         cached = self._cache.get(variant)
         if cached is not None:
             self.refresh()
-            return cached.body
+            return cached
         await self._render_wanted()
         cached = self._cache.get(variant)
         if cached is None:  # forgotten while it waited: the clock stepped past the window
-            return await asyncio.to_thread(self.render, self.store.state, variant, now)
-        return cached.body
+            return (await self._render_many(self.store.state, [variant], now))[variant]
+        return cached
 
     def refresh(self) -> None:
         """Start rendering the current State in the background; a poll never waits for it.
@@ -206,9 +304,7 @@ class Exposition:
             todo = [v for v in self._wanted if self._current(v, state, stale) is None]
             if not todo:
                 return
-            rendered = await asyncio.to_thread(self._render_many, state, todo, now)
-            for variant, body in rendered.items():
-                self._cache[variant] = Rendered(state.generation, stale, body)
+            self._cache.update(await self._render_many(state, todo, now))
 
     def _forget_unasked(self, now: float) -> None:
         """Drop the variants nobody asked for within the window, and their bytes."""

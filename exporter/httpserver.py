@@ -104,10 +104,11 @@ class Request:
 
 @dataclass(frozen=True)
 class Response:
-    """What a handler answers. An async iterator body is streamed as it is produced."""
+    """What a handler answers. A tuple body is its parts, sent one after the other without
+    being joined; an async iterator body is streamed as it is produced."""
 
     status: int
-    body: bytes | AsyncIterator[bytes] = b""
+    body: bytes | tuple[bytes, ...] | AsyncIterator[bytes] = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -528,29 +529,29 @@ class HttpServer:
         *,
         head_only: bool,
     ) -> None:
-        body = response.body
+        body = (response.body,) if isinstance(response.body, bytes) else response.body
         names = {name.lower() for name, _ in response.headers}
         headers: list[tuple[str, str]] = []
         if "content-type" not in names:
             headers.append(("content-type", response.content_type))
         headers.append(("date", email.utils.formatdate(usegmt=True)))
-        if isinstance(body, bytes):
+        if isinstance(body, tuple):
             # The length of a bytes body is known; a handler's own framing headers would only
             # be a chance to get it wrong.
             headers.extend(
                 (n, v) for n, v in response.headers if n.lower() not in ("content-length", "transfer-encoding")
             )
-            headers.append(("content-length", str(len(body))))
+            headers.append(("content-length", str(sum(len(part) for part in body))))
         else:
             headers.extend(response.headers)
         if self._closing:
             headers.append(("connection", "close"))
         try:
             await self._write(writer, conn.send(h11.Response(status_code=response.status, headers=headers)))
-            if isinstance(body, bytes):
-                if body and not head_only:
-                    view = memoryview(body)
-                    for start in range(0, len(body), _WRITE_SLICE):
+            if isinstance(body, tuple):
+                for part in body if not head_only else ():
+                    view = memoryview(part)
+                    for start in range(0, len(part), _WRITE_SLICE):
                         piece = h11.Data(data=view[start : start + _WRITE_SLICE])  # type: ignore[arg-type]  # h11 accepts any bytes-like
                         for data in conn.send_with_data_passthrough(piece) or []:
                             await self._write(writer, data)

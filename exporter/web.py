@@ -49,7 +49,7 @@ class WebApp:
     async def metrics(self, request: Request) -> Response:
         variant = self.exposition.negotiate(request.headers.get("accept"), request.headers.get("accept-encoding"))
         names = request.query.get("name[]", [])
-        body = await self.exposition.body(variant, names)
+        body = await self.exposition.answer(variant, names)
         headers: tuple[tuple[str, str], ...] = (("Vary", "Accept, Accept-Encoding"),)
         if variant.gzip:
             headers += (("Content-Encoding", "gzip"),)

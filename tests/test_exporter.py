@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import re
+import subprocess
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,6 +120,13 @@ async def test_scrape_serves_every_company_and_answers_every_format():
         plain = await get(exporter, **{"Accept-Encoding": "identity"})
         assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
         assert "content-encoding" not in plain.headers
+        # The process metrics of every Go exporter, read at the scrape, after the cached bytes.
+        process = {line.split(" ")[0] for line in plain.text.splitlines() if line.startswith("process_")}
+        assert process == {"process_virtual_memory_bytes", "process_resident_memory_bytes",
+                           "process_start_time_seconds", "process_cpu_seconds_total", "process_open_fds",
+                           "process_max_fds"}
+        check = subprocess.run(["promtool", "check", "metrics"], input=plain.content, capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stderr
         om = await get(exporter, Accept="application/openmetrics-text; version=1.0.0", **{"Accept-Encoding": "gzip"})
         assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
         assert om.headers["content-encoding"] == "gzip" and om.text.endswith("# EOF\n")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
+from exporter import exposition as exposition_module
 from exporter.collector import SnapshotCollector
 from exporter.exposition import OPENMETRICS_1_0_0, TEXT_0_0_4, Exposition, Variant
 from exporter.models import ActiveJob, TaskProgress
@@ -71,7 +75,7 @@ async def test_the_content_type_is_chosen_as_prometheus_client_chooses_it_and_re
     exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
     variant = exposition.negotiate(accept, None)
     assert variant == Variant(content_type, gzip=False)
-    body = await exposition.body(variant)
+    body = bytes(await exposition.body(variant))
     assert body.endswith(b"# EOF\n") == content_type.startswith("application/openmetrics-text")
     assert b'scene7_up{company="Bits & Bytes"} 1' in body
 
@@ -100,8 +104,8 @@ def test_gzip_is_negotiated_case_blind_and_refused_with_q_0_or_a_malformed_q(acc
 
 async def test_the_gzip_body_is_the_plain_one_compressed_fast_and_without_a_timestamp():
     exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
-    plain = await exposition.body(PLAIN)
-    compressed = await exposition.body(GZIP)
+    plain = bytes(await exposition.body(PLAIN))
+    compressed = bytes(await exposition.body(GZIP))
     assert gzip.decompress(compressed) == plain
     # Header: magic, deflate, no flags, mtime 0 (the same State gives the same bytes), XFL 4 = fastest level.
     assert compressed[:9] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04"
@@ -118,7 +122,7 @@ async def test_the_gzip_body_is_the_plain_one_compressed_fast_and_without_a_time
 async def test_name_filtering_renders_only_the_named_families_and_leaves_the_cache_alone(names, expected, line):
     exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
     full = await exposition.body(PLAIN)
-    filtered = await exposition.body(PLAIN, names)
+    filtered = bytes(await exposition.body(PLAIN, names))
     assert families(filtered) == expected
     assert line in filtered
     assert await exposition.body(PLAIN) is full
@@ -127,9 +131,9 @@ async def test_name_filtering_renders_only_the_named_families_and_leaves_the_cac
 async def test_name_filtering_applies_staleness_at_the_time_of_the_scrape():
     now = [NOW]
     exposition = Exposition(polled("a_1"), interval=60, clock=lambda: now[0])
-    assert b'job_name="a_1"' in await exposition.body(PLAIN, ["scene7_job_info"])
+    assert b'job_name="a_1"' in bytes(await exposition.body(PLAIN, ["scene7_job_info"]))
     now[0] = NOW + 181
-    stale = await exposition.body(PLAIN, ["scene7_job_info", "scene7_up"])
+    stale = bytes(await exposition.body(PLAIN, ["scene7_job_info", "scene7_up"]))
     assert b'job_name="a_1"' not in stale and b'scene7_up{company="Bits & Bytes"} 0.0' in stale
 
 
@@ -148,23 +152,23 @@ async def test_scrapes_of_an_unchanged_state_get_the_bytes_rendered_once():
 async def test_a_scrape_during_a_render_gets_the_previous_bytes_whole():
     store = polled("a_1")
     exposition = Exposition(store, interval=60, clock=lambda: NOW)
-    old = await exposition.body(PLAIN)  # a variant never asked for waits for its render
+    old = bytes(await exposition.body(PLAIN))  # a variant never asked for waits for its render
     poll(store, "b_1")
-    assert await exposition.body(PLAIN) == old  # served at once; the new State renders behind
+    assert bytes(await exposition.body(PLAIN)) == old  # served at once; the new State renders behind
     await exposition.settle()
-    new = await exposition.body(PLAIN)
+    new = bytes(await exposition.body(PLAIN))
     assert b'job_name="b_1"' in new and b'job_name="a_1"' not in new
 
 
 async def test_every_publish_renders_the_newest_state_in_the_background():
     store = polled("a_1")
     exposition = Exposition(store, interval=60, clock=lambda: NOW)
-    await exposition.body(PLAIN)
-    await exposition.body(GZIP)
+    bytes(await exposition.body(PLAIN))
+    bytes(await exposition.body(GZIP))
     for name in ("b_1", "c_1", "d_1"):
         poll(store, name)
         await exposition.settle()
-        plain, compressed = await exposition.body(PLAIN), await exposition.body(GZIP)
+        plain, compressed = bytes(await exposition.body(PLAIN)), bytes(await exposition.body(GZIP))
         assert f'job_name="{name}"'.encode() in plain and gzip.decompress(compressed) == plain
 
 
@@ -177,13 +181,13 @@ async def test_a_publish_during_a_render_is_rendered_right_after_it():
         return NOW
 
     exposition = Exposition(store, interval=60, clock=clock)
-    await exposition.body(PLAIN)
+    bytes(await exposition.body(PLAIN))
     clock_read.clear()
     poll(store, "b_1")
     await clock_read.wait()  # the background render of b_1 has begun
     poll(store, "c_1")
     await exposition.settle()
-    body = await exposition.body(PLAIN)  # no render left to wait for: the newest State, at once
+    body = bytes(await exposition.body(PLAIN))  # no render left to wait for: the newest State, at once
     assert b'job_name="c_1"' in body and b'job_name="b_1"' not in body
 
 
@@ -193,35 +197,35 @@ async def test_a_failed_render_is_logged_scrapes_keep_the_previous_bytes_and_the
     caplog.set_level(logging.INFO, logger="exporter.exposition")
     store = polled("a_1")
     exposition = Exposition(store, interval=60, clock=lambda: NOW)
-    old = await exposition.body(PLAIN)
+    old = bytes(await exposition.body(PLAIN))
 
-    def broken(self: SnapshotCollector) -> None:
+    def broken(self: SnapshotCollector, spec: object) -> None:
         raise RuntimeError("a metric failed")
 
-    monkeypatch.setattr(SnapshotCollector, "collect", broken)
+    monkeypatch.setattr(SnapshotCollector, "family", broken)
     poll(store, "b_1")
     await exposition.settle()
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("ERROR", "rendering the exposition failed")]
     assert str(caplog.records[0].exc_info[1]) == "a metric failed"
-    assert await exposition.body(PLAIN) == old
+    assert bytes(await exposition.body(PLAIN)) == old
     await exposition.settle()
     monkeypatch.undo()
     poll(store, "c_1")
     await exposition.settle()
-    assert b'job_name="c_1"' in await exposition.body(PLAIN)
+    assert b'job_name="c_1"' in bytes(await exposition.body(PLAIN))
 
 
 async def test_a_company_that_goes_stale_without_a_poll_leaves_the_cached_bytes():
     now = [NOW]
     exposition = Exposition(polled("a_1"), interval=60, clock=lambda: now[0])
     fresh = await exposition.body(PLAIN)
-    assert b'job_name="a_1"' in fresh
+    assert b'job_name="a_1"' in bytes(fresh)
     assert await exposition.body(PLAIN) is fresh  # current bytes: served, and no render starts behind
     now[0] = NOW + 181  # no poll since: the same State, now stale
     await exposition.settle()
     assert await exposition.body(PLAIN) is fresh  # the first scrape to see it stale: at once, while it renders
     await exposition.settle()
-    stale = await exposition.body(PLAIN)
+    stale = bytes(await exposition.body(PLAIN))
     assert b'job_name="a_1"' not in stale
     assert b'scene7_up{company="Bits & Bytes"} 0.0' in stale
 
@@ -230,7 +234,7 @@ def test_a_state_published_outside_the_event_loop_is_rendered_by_the_next_scrape
     store = polled("a_1")
     exposition = Exposition(store, interval=60, clock=lambda: NOW)
     poll(store, "b_1")  # no running loop: nothing starts
-    assert b'job_name="b_1"' in asyncio.run(exposition.body(PLAIN))
+    assert b'job_name="b_1"' in bytes(asyncio.run(exposition.body(PLAIN)))
 
 
 # --- variants nobody asks for any more --------------------------------------------------------
@@ -249,9 +253,9 @@ def record_renders(monkeypatch: pytest.MonkeyPatch, exposition: Exposition) -> l
     renders: list[set[Variant]] = []
     render_many = exposition._render_many
 
-    def recording(state, variants, now, names=()):
+    def recording(state, variants, now):
         renders.append(set(variants))
-        return render_many(state, variants, now, names)
+        return render_many(state, variants, now)
 
     monkeypatch.setattr(exposition, "_render_many", recording)
     return renders
@@ -265,13 +269,13 @@ async def test_a_publish_renders_only_the_variants_asked_for_in_the_last_five_mi
     exposition = Exposition(store, interval=60, clock=lambda: now[0])
     odd = odd_variants(exposition)
     for variant in [PLAIN, *odd]:  # one scraper, and a client that asks once for everything else
-        await exposition.body(variant)
+        bytes(await exposition.body(variant))
     renders = record_renders(monkeypatch, exposition)
     for minute in range(1, 8):  # a poll a minute, and the scraper after each
         now[0] = NOW + 60 * minute
         poll(store, f"j_{minute}", at=now[0])
         await exposition.settle()
-        assert f'job_name="j_{minute}"'.encode() in await exposition.body(PLAIN)
+        assert f'job_name="j_{minute}"'.encode() in bytes(await exposition.body(PLAIN))
     # Asked for 300 s ago is still recent; from the sixth minute on, only the scraper's variant is rendered.
     assert renders == [{PLAIN, *odd}] * 5 + [{PLAIN}] * 2
     assert set(exposition._cache) == set(exposition._wanted) == {PLAIN}
@@ -281,8 +285,8 @@ async def test_a_variant_asked_for_again_within_the_window_stays_warm(monkeypatc
     now = [NOW]
     store = polled("a_1")
     exposition = Exposition(store, interval=60, clock=lambda: now[0])
-    await exposition.body(PLAIN)
-    await exposition.body(GZIP)
+    bytes(await exposition.body(PLAIN))
+    bytes(await exposition.body(GZIP))
     now[0] = NOW + 240
     poll(store, "b_1", at=now[0])
     await exposition.settle()
@@ -292,7 +296,7 @@ async def test_a_variant_asked_for_again_within_the_window_stays_warm(monkeypatc
     poll(store, "c_1", at=now[0])
     await exposition.settle()
     assert renders == [{GZIP}]
-    body = await exposition.body(GZIP)  # ready: served without a render
+    body = bytes(await exposition.body(GZIP))  # ready: served without a render
     assert renders == [{GZIP}]
     assert b'job_name="c_1"' in gzip.decompress(body)
 
@@ -302,15 +306,15 @@ async def test_a_forgotten_variant_asked_for_again_renders_on_demand_and_is_kept
     store = polled("a_1")
     exposition = Exposition(store, interval=60, clock=lambda: now[0])
     openmetrics = exposition.negotiate("application/openmetrics-text", None)
-    await exposition.body(openmetrics)
+    bytes(await exposition.body(openmetrics))
     for minute in range(1, 7):
         now[0] = NOW + 60 * minute
         poll(store, f"j_{minute}", at=now[0])
         await exposition.settle()
-        await exposition.body(PLAIN)
+        bytes(await exposition.body(PLAIN))
     assert openmetrics not in exposition._cache  # forgotten at the sixth minute's render
     renders = record_renders(monkeypatch, exposition)
-    body = await exposition.body(openmetrics)
+    body = bytes(await exposition.body(openmetrics))
     assert renders == [{openmetrics}]
     assert body.endswith(b"# EOF\n") and b'job_name="j_6"' in body and b'job_name="j_5"' not in body
     assert body == exposition.render(store.state, openmetrics, now[0])
@@ -328,7 +332,7 @@ async def test_a_variant_is_forgotten_once_not_asked_for_in_five_minutes_or_thre
     poll(store, "a_1")
     exposition = Exposition(store, interval=60, clock=lambda: now[0])
     exposition.interval = interval  # as a reload of the configuration sets it
-    await exposition.body(GZIP)
+    bytes(await exposition.body(GZIP))
     for elapsed, kept in ((window, True), (window + 1, False)):
         now[0] = NOW + elapsed
         poll(store, "a_1", at=now[0])
@@ -340,6 +344,68 @@ async def test_a_variant_forgotten_while_it_waits_for_its_render_still_gets_its_
     readings = [NOW, NOW + 3600]  # the wall clock steps an hour on while the scrape waits for the render
     store = polled("a_1")
     exposition = Exposition(store, interval=60, clock=lambda: readings.pop(0) if len(readings) > 1 else readings[0])
-    body = await exposition.body(PLAIN)
+    body = bytes(await exposition.body(PLAIN))
     assert body == exposition.render(store.state, PLAIN, NOW)
     assert b'job_name="a_1"' in body and PLAIN not in exposition._cache
+
+
+# --- what a scrape adds, and the loop kept free -------------------------------------------------
+
+
+class Ticking(Collector):
+    """A process collector whose one counter goes up at every read, as CPU seconds do."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.reads += 1
+        yield CounterMetricFamily("process_cpu_seconds", "Total user and system CPU time.", value=self.reads)
+
+
+@pytest.mark.parametrize("accept", [None, "application/openmetrics-text; version=1.0.0"])
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+async def test_process_metrics_are_read_at_every_scrape_after_the_kept_bytes(accept, encoding):
+    process = Ticking()
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW, process=process)
+    variant = exposition.negotiate(accept, encoding)
+    first, second = await exposition.answer(variant), await exposition.answer(variant)
+    assert first[0] is second[0]  # the State's bytes, rendered once
+    texts = [gzip.decompress(b"".join(parts)) if variant.gzip else b"".join(parts) for parts in (first, second)]
+    state_text = exposition.render(exposition.store.state, Variant(variant.content_type, gzip=False), NOW)
+    for reads, text in enumerate(texts, start=1):
+        process_text = f"process_cpu_seconds_total {reads}.0\n".encode()
+        if variant.content_type.startswith("application/openmetrics-text"):
+            assert text == state_text.removesuffix(b"# EOF\n") + text[len(state_text) - 6 :]
+            assert text.endswith(process_text + b"# EOF\n") and text.count(b"# EOF") == 1
+        else:
+            assert text.startswith(state_text) and text.endswith(process_text)
+    assert process.reads == 2
+
+
+async def test_name_filtering_applies_to_the_process_metrics_too():
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW, process=Ticking())
+    only_up = b"".join(await exposition.answer(PLAIN, ["scene7_up"]))
+    assert families(only_up) == {"scene7_up"}
+    only_cpu = b"".join(await exposition.answer(PLAIN, ["process_cpu_seconds_total"]))
+    assert families(only_cpu) == {"process_cpu_seconds"}
+
+
+async def test_a_render_hands_the_event_loop_back_between_pieces(monkeypatch):
+    monkeypatch.setattr(exposition_module, "TURN_SECONDS", 0.0)
+    store = polled(*(f"job_{n}" for n in range(1500)))  # 1500 jobs: several pieces per family
+    exposition = Exposition(store, interval=60, clock=lambda: NOW)
+    ticks = 0
+    rendering = True
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while rendering:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.get_running_loop().create_task(ticker())
+    await exposition.body(GZIP)
+    rendering = False
+    await task
+    assert ticks >= 10  # the other task ran between the render's pieces
