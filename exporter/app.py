@@ -17,6 +17,7 @@ from exporter.config import AccountConfig, ConfigError, Settings, parse_shard, s
 from exporter.exposition import Exposition
 from exporter.httpserver import HttpServer, host_port
 from exporter.joblogs import Plan, lookback_for
+from exporter.memory import LongLivedHeap
 from exporter.metrics import series_guard
 from exporter.poller import Account, JobLogPolling, Poller
 from exporter.snapshot import JobLogSettings, Store
@@ -60,6 +61,7 @@ class Exporter:
             self.store, interval=settings.poll.interval, job_log_interval=settings.job_logs.interval,
             process=ProcessCollector(registry=None),
         )
+        self.store.subscribe(LongLivedHeap().published)
         self.budget = ResponseBudget(int(settings.poll.max_total_response_size))
         self.accounts = make_accounts(settings, self.budget)
         self.poller = make_poller(settings, self.accounts, self.store)

@@ -1,4 +1,5 @@
-"""Giving freed memory back to the operating system.
+"""Memory: giving freed memory back to the operating system, and keeping the garbage collector
+off the long-lived State.
 
 glibc keeps memory freed by Python in its heap for reuse; after a burst of connections (each TLS
 one holds a 256 KiB buffer of asyncio's) that is megabytes the process's RSS, and so a container's
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
+import time
 from collections.abc import Callable
 
 
@@ -31,3 +34,28 @@ def release_freed_memory() -> bool:
         return False
     _TRIM(0)
     return True
+
+
+class LongLivedHeap:
+    """Keeps the cyclic garbage collector off the published State.
+
+    A State lives until the next poll replaces it, and at 10,000 jobs it is millions of objects:
+    the full collections its arrival triggers walked them all, 150-320 ms with the event loop
+    stopped. Frozen after each publish (`gc.freeze`), they are out of the collector's sight; an old
+    State is still freed by reference counting when the next one replaces it. A cycle among frozen
+    objects is not, so once every `review_every` seconds the heap is unfrozen and collected whole:
+    one such pause an hour instead of one at every poll.
+    """
+
+    def __init__(self, *, review_every: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.review_every = review_every
+        self.clock = clock
+        self._reviewed = clock()
+
+    def published(self, _state: object) -> None:
+        now = self.clock()
+        if now - self._reviewed >= self.review_every:
+            self._reviewed = now
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()

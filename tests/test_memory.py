@@ -1,0 +1,55 @@
+"""The published State is kept out of the cyclic collector's sight, and the heap is reviewed whole
+once in a while so that no cycle leaks for good."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.memory import LongLivedHeap
+
+
+class Node:
+    def __init__(self) -> None:
+        self.me = self  # a cycle: only the cyclic collector frees it
+
+
+@pytest.fixture(autouse=True)
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def test_what_lives_at_a_publish_is_frozen_and_a_cycle_among_it_waits_for_the_review():
+    now = [0.0]
+    heap = LongLivedHeap(review_every=3600.0, clock=lambda: now[0])
+    cycle = Node()
+    dead = weakref.ref(cycle)
+    heap.published(object())
+    assert gc.get_freeze_count() > 0
+    del cycle
+    gc.collect()
+    assert dead() is not None  # frozen: full collections no longer walk it
+    now[0] = 3599.0
+    heap.published(object())
+    gc.collect()
+    assert dead() is not None
+    now[0] = 3600.0
+    heap.published(object())  # the hourly review: unfrozen, collected, frozen again
+    assert dead() is None
+    assert gc.get_freeze_count() > 0
+
+
+def test_a_state_replaced_by_the_next_is_freed_at_once_by_reference_counting():
+    heap = LongLivedHeap(clock=lambda: 0.0)
+    state: list[object] = [object() for _ in range(10)]
+    marker = Node.__new__(Node)  # no cycle: freed by its count alone
+    alive = weakref.ref(marker)
+    state.append(marker)
+    heap.published(state)
+    del state, marker
+    assert alive() is None
