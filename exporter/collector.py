@@ -18,6 +18,8 @@ from exporter.snapshot import State
 Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
 KINDS: dict[str, type[Family]] = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily,
                                   "histogram": HistogramMetricFamily}
+# The names prometheus-client's registry knows a family by, besides its own (`?name[]=` matches them).
+SUFFIXES = {"gauge": (), "counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created")}
 
 
 class SnapshotCollector(Collector):
@@ -27,8 +29,12 @@ class SnapshotCollector(Collector):
     samples of one family, not of all of them: at 10,000 jobs that is most of its memory.
     """
 
-    def __init__(self, state: State, *, now: float, interval: float, job_log_interval: float) -> None:
+    def __init__(self, state: State, *, now: float, interval: float, job_log_interval: float,
+                 only: frozenset[str] | None = None) -> None:
+        """`only`: the names asked for by `?name[]=`; the other families are not built at all
+        (a registry's restricted view would build every family, then drop most)."""
         self.frame = Frame.of(state, now)
+        self.only = only
         self.poll_note = f" From a background poll of IPS every {interval:g}s."
         self.job_log_note = f" From a background poll of IPS job logs every {job_log_interval:g}s."
 
@@ -58,6 +64,13 @@ class SnapshotCollector(Collector):
         for spec in FAMILIES:
             yield self.empty(spec)
 
+    def named(self, spec: FamilySpec) -> bool:
+        if self.only is None:
+            return True
+        family = self.empty(spec)
+        return any(family.name + suffix in self.only for suffix in ("", *SUFFIXES[spec.kind]))
+
     def collect(self) -> Iterator[Metric]:
         for spec in FAMILIES:
-            yield self.family(spec)
+            if self.named(spec):
+                yield self.family(spec)

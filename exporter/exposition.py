@@ -167,12 +167,13 @@ class Exposition:
             return
         self.refresh()
 
-    def collector(self, state: State, now: float) -> SnapshotCollector:
-        return SnapshotCollector(state, now=now, interval=self.interval, job_log_interval=self.job_log_interval)
+    def collector(self, state: State, now: float, only: frozenset[str] | None = None) -> SnapshotCollector:
+        return SnapshotCollector(state, now=now, interval=self.interval, job_log_interval=self.job_log_interval,
+                                 only=only)
 
-    def registry(self, state: State, now: float) -> CollectorRegistry:
+    def registry(self, state: State, now: float, only: frozenset[str] | None = None) -> CollectorRegistry:
         registry = CollectorRegistry()  # SnapshotCollector.describe() names its families for `names`
-        registry.register(self.collector(state, now))
+        registry.register(self.collector(state, now, only))
         return registry
 
     def scrape_time_text(self, variant: Variant, names: Sequence[str] = ()) -> bytes:
@@ -205,7 +206,8 @@ class Exposition:
 
     def _render_named(self, state: State, variant: Variant, now: float, names: Sequence[str]) -> Rendered:
         sink = _Sink(variant)
-        text = self._encoders[variant.content_type](self.registry(state, now).restricted_registry(names))
+        registry = self.registry(state, now, only=frozenset(names))
+        text = self._encoders[variant.content_type](registry.restricted_registry(names))
         sink.write(text.removesuffix(EOF) if is_openmetrics(variant.content_type) else text)
         return sink.close(state.generation, frozenset())
 

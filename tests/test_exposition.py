@@ -409,3 +409,19 @@ async def test_a_render_hands_the_event_loop_back_between_pieces(monkeypatch):
     rendering = False
     await task
     assert ticks >= 10  # the other task ran between the render's pieces
+
+
+async def test_name_filtering_builds_only_the_families_asked_for(monkeypatch):
+    built: list[str] = []
+    family = SnapshotCollector.family
+
+    def recording(self: SnapshotCollector, spec):  # type: ignore[no-untyped-def]
+        built.append(spec.name)
+        return family(self, spec)
+
+    monkeypatch.setattr(SnapshotCollector, "family", recording)
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
+    names = ["scene7_up", "scene7_polls_total", "scene7_job_duration_seconds_bucket"]
+    body = bytes(await exposition.body(PLAIN, names))
+    assert sorted(built) == ["scene7_job_duration_seconds", "scene7_polls_total", "scene7_up"]
+    assert families(body) == {"scene7_up", "scene7_polls"}  # no job-log histogram yet: no sample
