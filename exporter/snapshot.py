@@ -24,6 +24,7 @@ from exporter.models import ActiveJob, TaskState
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("Done", "Failed", "Vanished")
+_FINISHED = frozenset(state for state in TaskState if state.finished)
 _EMPTY: Mapping[str, int] = MappingProxyType({})
 
 
@@ -53,20 +54,26 @@ class CompanySnapshot:
     finished_total: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     last_error: str | None = None
     job_logs: JobLogBook = field(default_factory=JobLogBook)  # finished jobs, from getJobLogs
+    # (job handle, task type) -> (task type, state) of `jobs`: the next poll compares with it
+    task_states: Mapping[tuple[str, str], tuple[str, TaskState]] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
 
     def after_success(
         self, jobs: tuple[ActiveJob, ...], *, at: float, duration: float, invalid_records: int
     ) -> CompanySnapshot:
+        task_states = _task_states(jobs)
         return replace(
             self,
             jobs=jobs,
+            task_states=task_states,
             fetched_at=at,
             up=True,
             attempted_at=at,
             poll_duration=duration,
             polls_total=self.polls_total + 1,
             invalid_records_total=self.invalid_records_total + invalid_records,
-            finished_total=_count_finished(self, jobs),
+            finished_total=_count_finished(self, task_states),
             last_error=None,
             job_logs=self.job_logs.after_vanished(_vanished(self, jobs), at=at),
         )
@@ -100,15 +107,17 @@ def _vanished(previous: CompanySnapshot, jobs: tuple[ActiveJob, ...]) -> list[tu
     return [(job.name, job.start_date.timestamp()) for job in previous.jobs if job.job_handle not in listed]
 
 
-def _task_states(jobs: Iterable[ActiveJob]) -> dict[tuple[str, str], tuple[str, TaskState]]:
-    return {
+def _task_states(jobs: Iterable[ActiveJob]) -> Mapping[tuple[str, str], tuple[str, TaskState]]:
+    return MappingProxyType({
         (job.job_handle, task.task_type): (task.task_type, task.known_state)
         for job in jobs
         for task in job.task_progress_array
-    }
+    })
 
 
-def _count_finished(previous: CompanySnapshot, jobs: tuple[ActiveJob, ...]) -> Mapping[tuple[str, str], int]:
+def _count_finished(
+    previous: CompanySnapshot, now: Mapping[tuple[str, str], tuple[str, TaskState]]
+) -> Mapping[tuple[str, str], int]:
     """Tasks seen to reach Done or Failed, or to vanish unfinished, since the last poll.
 
     The first successful poll counts nothing: a task already finished when the exporter starts
@@ -117,18 +126,19 @@ def _count_finished(previous: CompanySnapshot, jobs: tuple[ActiveJob, ...]) -> M
     visible to `increase()`.
     """
     counts = dict(previous.finished_total)
-    now = _task_states(jobs)
-    for task_type, _ in now.values():
+    for task_type in {task_type for task_type, _ in now.values()}:
         for final_state in FINAL_STATES:
             counts.setdefault((task_type, final_state), 0)
     if previous.fetched_at is not None:
-        before = _task_states(previous.jobs)
+        before = previous.task_states
         for key, (task_type, state) in now.items():
-            earlier = before.get(key)
-            if state.finished and (earlier is None or not earlier[1].finished):
-                counts[(task_type, state.value)] += 1
-        for key, (task_type, state) in before.items():
-            if key not in now and not state.finished:
+            if state in _FINISHED:
+                earlier = before.get(key)
+                if earlier is None or earlier[1] not in _FINISHED:
+                    counts[(task_type, state.value)] += 1
+        for key in before.keys() - now.keys():
+            task_type, state = before[key]
+            if state not in _FINISHED:
                 counts[(task_type, "Vanished")] += 1
     return MappingProxyType(counts)
 
