@@ -345,17 +345,15 @@ def cmd_cpu(args: argparse.Namespace) -> int:
         parser.Parse(b"", True)
 
     def lxml_only() -> None:
-        """Where ours starts from: the exporter's hardened lxml pull parser, each job freed
-        once parsed, nothing read from it."""
-        parser = hardened_pull_parser(tag="{*}items")
+        """Where ours starts from: the exporter's hardened lxml parser, told only where the job
+        array starts, each complete job freed after each chunk, nothing read from it."""
+        parser = hardened_pull_parser(tag=["{*}jobArray"], events=("start",))
+        arrays: list[Any] = []
         for chunk in chunks:
             parser.feed(chunk)
-            for _event, element in parser.read_events():
-                parent = element.getparent()
-                if parent is not None and str(parent.tag).endswith("}jobArray"):
-                    element.clear()
-                    while element.getprevious() is not None:
-                        del parent[0]
+            arrays.extend(element for _event, element in parser.read_events())
+            for array in arrays:
+                del array[: max(len(array) - 1, 0)]
         parser.close()
 
     times: dict[str, list[float]] = {"ours": [], "bare": [], "lxml_only": []}

@@ -53,21 +53,22 @@ class Records:
     """Where the records of an operation's answer are, and how one is read.
 
     The records are the `items` of the array element named `array`; `read(element,
-    keep_items)` makes one a model or raises ValidationError. An invalid record is told as
-    `<what> '<text of its name element>'`.
+    keep_items, cut)` makes one a model or raises ValidationError (`cut`: how many item entries
+    the reader already freed from each of the record's item lists). An invalid record is told
+    as `<what> '<text of its name element>'`.
     """
 
     array: str
-    read: Callable[[etree._Element, bool], BaseModel]
+    read: Callable[[etree._Element, bool, dict[etree._Element, int]], BaseModel]
     what: str
     name: str
 
 
-def _active_job(element: etree._Element, keep_items: bool) -> ActiveJob:
-    return ActiveJob.model_validate(job_record(element, keep_items))
+def _active_job(element: etree._Element, keep_items: bool, cut: dict[etree._Element, int]) -> ActiveJob:
+    return ActiveJob.model_validate(job_record(element, keep_items, cut))
 
 
-def _job_log(element: etree._Element, _keep_items: bool) -> JobLog:
+def _job_log(element: etree._Element, _keep_items: bool, _cut: dict[etree._Element, int]) -> JobLog:
     return JobLog.model_validate(job_log_record(element))
 
 
@@ -85,6 +86,12 @@ class ResponseReader:
     raises the typed error of a SOAP fault or a malformed answer. For the operations of
     `RECORDS` the records are read on the way, each element freed once read: `result()` gives
     the jobs of getActiveJobs, `job_logs()` the job logs of getJobLogs.
+
+    lxml builds the tree in C; the reader looks at it once per chunk fed, not once per element:
+    the parser reports only where a record array and a list to trim start. After each chunk,
+    every child of a record array but the last is complete, so it is read and freed; the lists
+    that can be long within one record (a task's item entries, counted unless kept; a job log's
+    messages, never read) are cut back to their last entry the same way.
     """
 
     def __init__(self, operation: str, *, keep_items: bool = True) -> None:
@@ -92,7 +99,14 @@ class ResponseReader:
         self.keep_items = keep_items
         self._records = RECORDS.get(operation)
         self._guard = PrologGuard()
-        self._parser = hardened_pull_parser(tag="{*}items")
+        self._trim = {"detailArray"} | (set() if keep_items else {"taskItemProgressArray"})
+        watched = [f"{{*}}{name}" for name in sorted(self._trim)]
+        if self._records is not None:
+            watched.append(f"{{*}}{self._records.array}")
+        self._parser = hardened_pull_parser(tag=watched, events=("start",))
+        self._arrays: list[etree._Element] = []  # record arrays, in document order
+        self._lists: list[etree._Element] = []  # lists to trim that may still grow
+        self._cut: dict[etree._Element, int] = {}  # item entries freed from each list, by list
         self._read: list[Any] = []  # models of self._records.read
         self._invalid = 0
         self._first_invalid = ""
@@ -106,14 +120,14 @@ class ResponseReader:
             self._parser.feed(data)
         except (ValueError, LookupError, etree.XMLSyntaxError) as exc:
             raise MalformedResponse(f"not well-formed XML: {exc}") from None
-        self._drain()
+        self._drain(finished=False)
 
     def close(self) -> etree._Element:
         try:
             root = self._parser.close()
         except (etree.XMLSyntaxError, LookupError) as exc:
             raise MalformedResponse(f"incomplete or broken XML: {exc}") from None
-        self._drain()
+        self._drain(finished=True)
         return _operation_return(root, self.operation)
 
     def result(self) -> ActiveJobsResult:
@@ -124,28 +138,38 @@ class ResponseReader:
         """The job logs read so far (getJobLogs), once `close()` accepted the document."""
         return JobLogsResult(tuple(self._read), self._invalid, self._first_invalid)
 
-    def _drain(self) -> None:
+    def _drain(self, *, finished: bool) -> None:
         for _event, element in self._parser.read_events():
             if not isinstance(element, etree._Element):
                 continue
-            parent = element.getparent()
-            if parent is None:
-                continue
-            array = local_name(parent.tag)
-            if self._records is not None and array == self._records.array:
-                self._read_record(element, self._records)
-                # Free the record and the empty shells of the records before it.
-                element.clear()
-                while element.getprevious() is not None:
-                    del parent[0]
-            elif array == "detailArray" or (array == "taskItemProgressArray" and not self.keep_items):
-                # A job log's messages are never read, a task's items only counted here:
-                # freed as each ends, so one record with thousands of them stays small.
-                element.clear()
+            if local_name(element.tag) in self._trim:
+                self._lists.append(element)
+            elif self._records is not None:
+                self._arrays.append(element)
+        # A list that started before the last one started has ended (lists do not nest):
+        # once cut back, only the last can grow.
+        for entries in self._lists:
+            kept = len(entries)
+            if kept > 1:
+                del entries[: kept - 1]
+                if local_name(entries.tag) == "taskItemProgressArray":
+                    self._cut[entries] = self._cut.get(entries, 0) + kept - 1
+        self._lists = self._lists[-1:]
+        if self._records is None:
+            return
+        for index, array in enumerate(self._arrays):
+            # The last child of the last array may still be arriving.
+            complete = len(array) - (0 if finished or index < len(self._arrays) - 1 else 1)
+            for _ in range(complete):
+                self._read_record(array[0], self._records)
+                del array[0]
+        self._arrays = self._arrays[-1:]
 
     def _read_record(self, element: etree._Element, records: Records) -> None:
+        if local_name(element.tag) != "items":
+            return
         try:
-            record = records.read(element, self.keep_items)
+            record = records.read(element, self.keep_items, self._cut)
         except ValidationError as exc:
             # Counted, and the first one kept for the poller's one line: a hostile answer of a
             # million bad records must not become a million log lines.
@@ -157,25 +181,30 @@ class ResponseReader:
         self._read.append(record)
 
 
-def job_record(element: etree._Element, keep_items: bool) -> dict[str, Any]:
+def job_record(
+    element: etree._Element, keep_items: bool, cut: dict[etree._Element, int] | None = None
+) -> dict[str, Any]:
     """An ActiveJob element as a mapping of wire names; job-detail elements are left out."""
     record: dict[str, Any] = {}
     for child in element:
         name = local_name(child.tag)
         if name == "taskProgressArray":
-            record[name] = [task_record(task, keep_items) for task in iter_children(child, "items")]
+            record[name] = [task_record(task, keep_items, cut) for task in iter_children(child, "items")]
         elif len(child) == 0:
             record[name] = child.text or ""
     return record
 
 
-def task_record(element: etree._Element, keep_items: bool) -> dict[str, Any]:
-    """A TaskProgress element as a mapping of wire names, with its item count."""
+def task_record(
+    element: etree._Element, keep_items: bool, cut: dict[etree._Element, int] | None = None
+) -> dict[str, Any]:
+    """A TaskProgress element as a mapping of wire names, with its item count (`cut`: the
+    entries already freed from its item list, which are counted too)."""
     record: dict[str, Any] = {}
     for child in element:
         name = local_name(child.tag)
         if name == "taskItemProgressArray":
-            record["itemCount"] = len(child)
+            record["itemCount"] = len(child) + (cut.pop(child, 0) if cut else 0)
             if keep_items:
                 record[name] = [_leaf_record(item) for item in child]
         elif len(child) == 0:

@@ -8,8 +8,9 @@ Untrusted XML is read here only, with DTDs refused before the parser sees the do
 from __future__ import annotations
 
 import xml.parsers.expat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from lxml import etree
 
@@ -140,10 +141,12 @@ class PrologGuard:
             raise ValueError(f"not well-formed XML: {exc}") from exc
 
 
-def hardened_pull_parser(tag: str | None = None) -> etree.XMLPullParser:
+def hardened_pull_parser(
+    tag: str | Sequence[str] | None = None, events: tuple[Literal["start", "end"], ...] = ("end",)
+) -> etree.XMLPullParser:
     """An incremental lxml parser that resolves no entity, loads no DTD, touches no network."""
     return etree.XMLPullParser(
-        events=("end",),
+        events=events,
         tag=tag,
         resolve_entities=False,
         load_dtd=False,

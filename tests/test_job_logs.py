@@ -217,6 +217,20 @@ def test_log_messages_of_a_detail_array_are_skipped_not_kept(schemas):
     assert "Upload has begun" not in repr(result.logs[0].model_dump())
 
 
+def test_the_messages_of_a_long_detail_array_are_freed_as_they_stream():
+    detail = ("<items><logMessage>Upload has begun!</logMessage><logType>BeginUpload</logType>"
+              "<dateCreated>2026-11-26T05:00:00.000Z</dateCreated></items>")
+    document = answer(job_log_xml("a", detailTotalRows="5000", detailArray=detail * 5000), job_log_xml("b"))
+    reader = ResponseReader("getJobLogs")
+    held = []
+    for start in range(0, len(document), 4096):
+        reader.feed(document[start : start + 4096])
+        held.append(sum(len(entries) for entries in reader._lists))
+    reader.close()
+    assert [log.job_name for log in reader.job_logs().logs] == ["a", "b"]
+    assert max(held) == 1  # the message still arriving, never the thousands before it
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 4096])
 def test_streaming_in_any_chunks_gives_the_same_logs(chunk):
     logs = [job_log_xml(f"j{i}", fileErrorCount=str(i)) for i in range(5)]

@@ -172,18 +172,37 @@ def test_items_are_kept_unless_asked_not_to():
 
 
 def test_many_jobs_memory_is_freed_as_read():
-    # One job a line: the line of an element tells which job it was.
     body = "<jobArray>" + "\n".join(job_xml(f"job{i}") for i in range(2000)) + "</jobArray>"
     data = ENVELOPE.format(body).encode()
     reader = ResponseReader("getActiveJobs", keep_items=False)
+    held = []
     for start in range(0, len(data), 65536):
         reader.feed(data[start : start + 65536])
+        held.append(sum(len(array) for array in reader._arrays))
     root = reader.close()
-    assert len(reader.result().jobs) == 2000
-    # Job elements are freed as they are read: only the emptied shell of the last one stays.
+    assert [job.name for job in reader.result().jobs] == [f"job{i}" for i in range(2000)]
+    # Each job is freed once read: between chunks only the one still arriving is in the tree.
+    assert max(held) == 1
     (job_array,) = root
-    (last,) = job_array
-    assert last.sourceline == 2000 and len(last) == 0
+    assert len(job_array) == 0
+
+
+@pytest.mark.parametrize("keep_items", [False, True])
+def test_a_long_item_list_is_cut_back_as_it_streams_and_still_counted(keep_items):
+    data = ENVELOPE.format("<jobArray>" + job_xml("big", items=5000) + job_xml("small", items=3)
+                           + "</jobArray>").encode()
+    reader = ResponseReader("getActiveJobs", keep_items=keep_items)
+    held = []
+    for start in range(0, len(data), 4096):
+        reader.feed(data[start : start + 4096])
+        held.append(sum(len(entries) for entries in reader._lists))
+    reader.close()
+    big, small = (job.task_progress_array[0] for job in reader.result().jobs)
+    assert (big.item_count, small.item_count) == (5000, 3)
+    if keep_items:
+        assert len(big.task_item_progress_array) == 5000 and max(held) == 0  # nothing cut: all kept
+    else:
+        assert big.task_item_progress_array == () and max(held) == 1
 
 
 @pytest.mark.parametrize(
