@@ -8,9 +8,10 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
 
 from exporter.errors import ApiFault, AuthenticationFault, AuthorizationFault, MalformedResponse
-from exporter.models import Company, CompanyMembership, JobState, TaskState
+from exporter.models import ActiveJob, Company, CompanyMembership, JobState, TaskProgress, TaskState
 from exporter.parse import ResponseReader, check_job_array, companies_from_membership, read_document
 
 UPLOAD = "com.scene7.upload.UploadAsyncTaskMonitor"
@@ -403,3 +404,23 @@ def test_active_jobs_answer_needs_a_job_array():
     check_job_array(read_document(ENVELOPE.format("<jobArray/>").encode(), "getActiveJobs"))
     with pytest.raises(MalformedResponse, match=r"^getActiveJobsReturn without jobArray$"):
         check_job_array(read_document(ENVELOPE.format("").encode(), "getActiveJobs"))
+
+
+@pytest.mark.parametrize(("model", "field", "documented", "member"), [
+    (TaskProgress, "task_state", "Done", TaskState.DONE),
+    (ActiveJob, "state", "Running", JobState.RUNNING),
+])
+def test_a_state_is_its_member_when_documented_else_the_string_as_it_came_and_never_another_type(
+    model, field, documented, member
+):
+    task = {"taskType": "t", "numProcessed": "1", "numProcessing": "0", "numPending": "0", "progress": "0.5",
+            "lastProgressUpdate": "2026-11-26T06:00:00.000Z"}
+    job = {"companyHandle": "c|1", "jobHandle": "j|1", "name": "n", "originalName": "n", "type": "UrlUpload",
+           "startDate": "2026-11-26T05:00:00.000Z", "lastProgressUpdate": "2026-11-26T06:00:00.000Z"}
+    base = task if model is TaskProgress else job
+    wire = "taskState" if model is TaskProgress else "state"
+    assert getattr(model.model_validate({**base, wire: documented}), field) is member
+    new = getattr(model.model_validate({**base, wire: "Paused"}), field)
+    assert new == "Paused" and type(new) is str
+    with pytest.raises(ValidationError):
+        model.model_validate({**base, wire: 5})
