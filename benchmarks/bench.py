@@ -56,6 +56,7 @@ RESULTS = BENCHMARKS / "results"
 USER, PASSWORD = "demo@example.com", "demo"
 MIB = 1024 * 1024
 MAX_SERIES = 100_000_000  # poll.max_series: nothing is dropped, up to 50,000 jobs and beyond
+MAX_RESPONSE = 2**30  # a 50,000-job answer is about 240 MB (the default cap is 64 MiB)
 CHUNK = 64 * 1024  # what httpx hands the reader per read, roughly
 GZIP, PLAIN = "gzip", "plain"
 
@@ -130,7 +131,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     async def fetch() -> Any:
         retry = RetryPolicy(deadline=120, attempt_timeout=120)
-        async with IpsClient(args.endpoint, USER, PASSWORD, retry=retry) as client:
+        async with IpsClient(args.endpoint, USER, PASSWORD, retry=retry, max_response_bytes=MAX_RESPONSE) as client:
             return await client.get_active_jobs(args.company, keep_items=False)
 
     started = time.perf_counter()
@@ -255,7 +256,7 @@ def cmd_poll_ours(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, Any]:
         retry = RetryPolicy(deadline=120, attempt_timeout=120)
-        async with IpsClient(args.endpoint, USER, PASSWORD, retry=retry) as client:
+        async with IpsClient(args.endpoint, USER, PASSWORD, retry=retry, max_response_bytes=MAX_RESPONSE) as client:
             base_rss, base_peak = self_rss(), peak_rss()
             if args.trace:
                 tracemalloc.start()
@@ -438,7 +439,7 @@ class Bench:
 
         async def main() -> list[tuple[int, str, str, float]]:
             retry = RetryPolicy(deadline=120, attempt_timeout=120)
-            async with IpsClient(self.endpoint, USER, PASSWORD, retry=retry) as client:
+            async with IpsClient(self.endpoint, USER, PASSWORD, retry=retry, max_response_bytes=MAX_RESPONSE) as client:
                 found = []
                 for membership in await client.get_company_memberships():
                     company = membership.company
@@ -462,8 +463,9 @@ class Bench:
             "accounts:\n"
             # 2016-01-14-beta: the exporter asks for waiting jobs too, as it did at every version before.
             f"  - {{name: bench, endpoint: '{self.endpoint}', user: {USER}, password: {PASSWORD}, "
-            "api_version: 2016-01-14-beta}\n"
-            f"poll: {{interval: {interval}, timeout: {timeout}, max_age: {max_age}, max_series: {MAX_SERIES}}}\n"
+            f"api_version: 2016-01-14-beta, max_response_size: {MAX_RESPONSE}}}\n"
+            f"poll: {{interval: {interval}, timeout: {timeout}, max_age: {max_age}, max_series: {MAX_SERIES}, "
+            f"max_total_response_size: {MAX_RESPONSE}}}\n"
             f"web: {{listen_address: '127.0.0.1:{port}'}}\n"
             "log: {level: info}\n"
         )
