@@ -31,7 +31,7 @@ from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import Collector
 
 from exporter.collector import SnapshotCollector
-from exporter.render import EOF, Encoder, is_openmetrics, pieces, writes_itself
+from exporter.render import EOF, Encoder, encoded, is_openmetrics, pieces, writes_itself
 from exporter.snapshot import State, Store
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,7 @@ class Exposition:
             registry = CollectorRegistry(auto_describe=True)
             registry.register(self.process)
             source = registry.restricted_registry(names)
-        text = self._encoders[variant.content_type](source)
-        return text.removesuffix(EOF) if is_openmetrics(variant.content_type) else text
+        return encoded(self._encoders[variant.content_type], variant.content_type, source)
 
     def render(self, state: State, variant: Variant, now: float, names: Sequence[str] = ()) -> bytes:
         """The whole document of `state` in `variant` (optionally only the families in `names`),
@@ -207,8 +206,8 @@ class Exposition:
     def _render_named(self, state: State, variant: Variant, now: float, names: Sequence[str]) -> Rendered:
         sink = _Sink(variant)
         registry = self.registry(state, now, only=frozenset(names))
-        text = self._encoders[variant.content_type](registry.restricted_registry(names))
-        sink.write(text.removesuffix(EOF) if is_openmetrics(variant.content_type) else text)
+        sink.write(encoded(self._encoders[variant.content_type], variant.content_type,
+                           registry.restricted_registry(names)))
         return sink.close(state.generation, frozenset())
 
     def _write(self, state: State, sinks: Sequence[_Sink], now: float) -> Iterator[None]:
@@ -222,8 +221,7 @@ class Exposition:
                     sink.write(data)
             yield
         for content_type in content_types - own.keys():  # names rewritten (dots, values): all theirs
-            text = self._encoders[content_type](self.registry(state, now))
-            text = text.removesuffix(EOF) if is_openmetrics(content_type) else text
+            text = encoded(self._encoders[content_type], content_type, self.registry(state, now))
             for sink in sinks:
                 if sink.variant.content_type == content_type:
                     sink.write(text)

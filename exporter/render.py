@@ -118,6 +118,13 @@ def sample_pieces(spec: FamilySpec, frame: Frame, labels: LabelText) -> Iterator
         yield "".join(lines).encode()
 
 
+def encoded(encode: Encoder, content_type: str, source: Collector) -> bytes:
+    """`source` as the content type's encoder writes it, without OpenMetrics' `# EOF`: the end
+    is written once, after everything else."""
+    text = encode(source)
+    return text.removesuffix(EOF) if is_openmetrics(content_type) else text
+
+
 class _Only(Collector):
     """A registry of one family, for an encoder."""
 
@@ -142,8 +149,7 @@ def pieces(collector: SnapshotCollector, encoders: Mapping[str, Encoder]) -> Ite
         own = written_here(spec)
         family = collector.empty(spec) if own else collector.family(spec)
         for content_type, encode in encoders.items():
-            text = encode(_Only(family))
-            yield content_type, text.removesuffix(EOF) if is_openmetrics(content_type) else text
+            yield content_type, encoded(encode, content_type, _Only(family))
         if own and collector.exported(spec):
             for piece in sample_pieces(spec, collector.frame, labels):
                 yield None, piece
