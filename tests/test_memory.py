@@ -26,7 +26,7 @@ def unfrozen() -> Iterator[None]:
 
 def test_what_lives_at_a_publish_is_frozen_and_a_cycle_among_it_waits_for_the_review():
     now = [0.0]
-    heap = LongLivedHeap(review_every=3600.0, clock=lambda: now[0])
+    heap = LongLivedHeap(clock=lambda: now[0])  # the review is hourly by default
     cycle = Node()
     dead = weakref.ref(cycle)
     heap.published(object())
@@ -42,6 +42,18 @@ def test_what_lives_at_a_publish_is_frozen_and_a_cycle_among_it_waits_for_the_re
     heap.published(object())  # the hourly review: unfrozen, collected, frozen again
     assert dead() is None
     assert gc.get_freeze_count() > 0
+    # The next hour counts from this review.
+    cycle = Node()
+    dead = weakref.ref(cycle)
+    heap.published(object())
+    del cycle
+    now[0] = 7199.0
+    heap.published(object())
+    gc.collect()
+    assert dead() is not None
+    now[0] = 7200.0
+    heap.published(object())
+    assert dead() is None
 
 
 def test_a_state_replaced_by_the_next_is_freed_at_once_by_reference_counting():

@@ -19,9 +19,9 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.exposition import OPENMETRICS_1_0_0, TEXT_0_0_4, Exposition, Variant
 from exporter.joblogs import JobLogBook, RecentJob
-from exporter.metrics import FAMILIES
+from exporter.metrics import FAMILIES, Frame
 from exporter.models import ActiveJob, TaskProgress
-from exporter.render import go_float, line_writer, writes_itself
+from exporter.render import LabelText, go_float, line_writer, sample_pieces, writes_itself, written_here
 from exporter.snapshot import CompanySnapshot, CompanyTarget, State, Store
 
 NOW = 1_800_000_000.0
@@ -150,3 +150,31 @@ def test_a_name_outside_the_prometheus_grammar_is_refused_before_any_code_is_mad
     spec = replace(FAMILIES[0], name="scene7_x'); import os; ('")
     with pytest.raises(ValueError, match="not a legacy Prometheus"):
         line_writer(spec)
+
+
+def test_sample_lines_come_in_pieces_of_lines_per_piece_lines(monkeypatch):
+    monkeypatch.setattr("exporter.render.LINES_PER_PIECE", 4)
+    jobs = tuple(ActiveJob(
+        company_handle="c|1", job_handle=f"j|{n}", name=f"job {n}", original_name="o", job_type="t",
+        state="Running", server_name="s", start_date=WHEN, last_progress_update=WHEN,
+    ) for n in range(10))
+    state = State((CompanySnapshot(CompanyTarget("main", "c|1", "Acme")).after_success(
+        jobs, at=NOW, duration=0.5, invalid_records=0),), generation=1, max_age=180.0)
+    spec = next(spec for spec in FAMILIES if spec.name == "scene7_job_start_timestamp_seconds")
+    pieces = list(sample_pieces(spec, Frame.of(state, NOW), LabelText()))
+    assert [piece.count(b"\n") for piece in pieces] == [4, 4, 2]
+    assert b"".join(pieces).decode().splitlines() == [
+        f'scene7_job_start_timestamp_seconds{{company="Acme",job_name="job {n}",job_type="t"}} 1.8e+09'
+        for n in range(10)
+    ]
+
+
+def test_every_per_job_family_and_only_those_are_written_by_the_line_writers():
+    assert [spec.name for spec in FAMILIES if written_here(spec)] == [spec.name for spec in FAMILIES if spec.per_job]
+
+
+def test_a_line_writer_is_made_for_any_legacy_name_and_refused_for_a_bad_label_name():
+    fresh = replace(FAMILIES[0], name="scene7_fresh_name_for_this_test", labels=("b", "a"))
+    assert line_writer(fresh)(["x", "y"], 2, LabelText()) == 'scene7_fresh_name_for_this_test{a="y",b="x"} 2.0\n'
+    with pytest.raises(ValueError, match="not a legacy Prometheus"):
+        line_writer(replace(FAMILIES[0], name="scene7_bad_label_for_this_test", labels=("ok", "not-ok")))
