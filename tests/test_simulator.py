@@ -285,6 +285,33 @@ def test_active_jobs_2014_valid_in_order_and_in_the_request_namespace(
     assert len(start.split(".")[1]) == len("000-05:00")
 
 
+def test_every_answer_shows_each_job_as_it_is_now(world: World, responder: Responder, clock: Clock) -> None:
+    """The simulator keeps each job's serialized element until the job changes: an answer must
+    still show every job's state and counts of the moment, whether it changed or not."""
+    changed_between_answers = 0
+    previous: dict[str, bytes] = {}
+    for _ in range(6):
+        document = answer(responder, "getActiveJobs", version=WAITING)
+        now = world.now
+        by_handle = {job.handle: job for job in world.active_jobs(include_waiting=True)}
+        shown = jobs_of(document)
+        assert [text(job, "jobHandle") for job in shown] == list(by_handle)
+        for element in shown:
+            handle = text(element, "jobHandle") or ""
+            status = by_handle[handle].status(now)
+            assert text(element, "state") == status.state
+            tasks = find_all(element, "taskProgressArray/items")
+            counts = ("numProcessed", "numProcessing", "numPending")
+            assert [(text(task, "taskState"), *(int(text(task, n) or "") for n in counts)) for task in tasks] == [
+                (t.state, t.processed, t.processing, t.pending) for t in status.tasks
+            ]
+            serialized = etree.tostring(element)
+            changed_between_answers += handle in previous and previous[handle] != serialized
+            previous[handle] = serialized
+        clock.step(seconds=20)
+    assert changed_between_answers >= 10
+
+
 def test_publish_jobs_have_an_empty_task_array(world: World, responder: Responder) -> None:
     document = answer(responder, "getActiveJobs")
     publish = [job for job in jobs_of(document) if text(job, "type") in PUBLISH_TYPES]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gc
 import hmac
 import threading
@@ -349,6 +350,25 @@ def fault_answer(envelope: str, fault: SoapFault, status: int = 500) -> Answer:
     return Answer(status, [fault_document(envelope, fault)], content_type_of(envelope))
 
 
+_JOBS_MARK = b"<!--jobs-->"
+
+
+@functools.lru_cache(maxsize=16)
+def _active_jobs_document(envelope: str, namespace: str, marked: bool) -> bytes:
+    """getActiveJobs' answer around its job array: with _JOBS_MARK where the jobs go, or empty."""
+    ret = etree.Element(f"{{{namespace}}}getActiveJobsReturn", nsmap=default_nsmap(namespace))
+    array = etree.SubElement(ret, f"{{{namespace}}}jobArray")
+    if marked:
+        array.append(etree.Comment("jobs"))
+    sink = _ChunkSink()
+    with etree.xmlfile(sink, encoding="UTF-8") as xf:
+        xf.write_declaration()
+        with xf.element(f"{{{envelope}}}Envelope", nsmap={"soapenv": envelope}), xf.element(f"{{{envelope}}}Body"):
+            xf.write(ret)
+    sink.take()
+    return b"".join(sink.chunks)
+
+
 class _ChunkSink:
     """File-like target of `etree.xmlfile` that collects the output in chunks."""
 
@@ -469,6 +489,7 @@ class _JobNode:
     last_update: etree._Element
     tasks: list[_TaskNode]
     status: JobStatus
+    xml: bytes | None = None  # the job's serialized element, until the job changes
 
 
 # What decides the element structure of one job's tree (see _JobTrees._template).
@@ -490,6 +511,8 @@ class _JobTrees:
         self.fmt = fmt
         self.nodes: dict[int, _JobNode] = {}
         self._templates: dict[_Shape, etree._Element] = {}
+        self._bare_items = b"<items"
+        self._declared_items = f'<items xmlns="{namespace}"'.encode()
 
     def node(self, job: Job, status: JobStatus) -> _JobNode:
         node = self.nodes.get(job.number)
@@ -498,6 +521,20 @@ class _JobTrees:
         else:
             self._update(node, job, status)
         return node
+
+    def xml(self, node: _JobNode) -> bytes:
+        """The job's element as it is written inside the answer, where its namespace is
+        already declared; kept until the job changes, as most jobs do not between polls."""
+        if node.xml is None:
+            node.xml = self.serialize(node)
+        return node.xml
+
+    def serialize(self, node: _JobNode) -> bytes:
+        text = etree.tostring(node.root, encoding="UTF-8")
+        declared = self._declared_items
+        if not text.startswith(declared):
+            raise AssertionError(f"job element does not start with {declared!r}")
+        return self._bare_items + text[len(declared) :]
 
     def prune(self, live: set[int]) -> None:
         for number in [n for n in self.nodes if n not in live]:
@@ -625,6 +662,7 @@ class _JobTrees:
         """Rewrite what changed since the tree last showed this job (most jobs: nothing)."""
         if status == node.status:
             return
+        node.xml = None
         fmt = self.fmt
         node.state.text = status.state
         node.progress.text = str(status.progress)
@@ -859,30 +897,26 @@ class Responder:
         trees = self._job_trees(request.namespace, request.api_version)
         trees.prune(self.world.job_numbers())
         now = self.world.now
-        tags = trees.tags
-        ret = etree.Element(tags["getActiveJobsReturn"], nsmap=default_nsmap(request.namespace))
-        array = etree.SubElement(ret, tags["jobArray"])
-        corrupted: tuple[etree._Element, str | None] | None = None
-        for job in jobs:
-            node = trees.node(job, job.status(now))
-            array.append(node.root)
-            if corrupt and corrupted is None and node.tasks:
-                pending = node.tasks[0].pending
-                corrupted = (pending, pending.text)
-                pending.text = "many"
+        nodes = [trees.node(job, job.status(now)) for job in jobs]
+        if not nodes:
+            return Answer(200, [_active_jobs_document(request.envelope, request.namespace, False)],
+                          content_type_of(request.envelope))
+        before, after = _active_jobs_document(request.envelope, request.namespace, True).split(_JOBS_MARK)
         sink = _ChunkSink()
-        try:
-            with etree.xmlfile(sink, encoding="UTF-8") as xf:
-                xf.write_declaration()
-                envelope = request.envelope
-                with (
-                    xf.element(f"{{{envelope}}}Envelope", nsmap={"soapenv": envelope}),
-                    xf.element(f"{{{envelope}}}Body"),
-                ):
-                    xf.write(ret)
-        finally:
-            if corrupted is not None:
-                corrupted[0].text = corrupted[1]
+        sink.write(before)
+        corrupted = False
+        for node in nodes:
+            if corrupt and not corrupted and node.tasks:
+                pending = node.tasks[0].pending
+                kept, pending.text = pending.text, "many"
+                try:
+                    sink.write(trees.serialize(node))
+                finally:
+                    pending.text = kept
+                corrupted = True
+            else:
+                sink.write(trees.xml(node))
+        sink.write(after)
         sink.take()
         return Answer(200, sink.chunks, content_type_of(request.envelope))
 
