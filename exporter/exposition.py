@@ -13,17 +13,18 @@ filtering is rare and rendered on demand.
 
 The process metrics (memory, CPU, file descriptors) are read at every scrape and written after
 the cached bytes: the gzip stream of a variant is kept open (flushed to a byte boundary) so that
-they, and OpenMetrics' `# EOF`, end the same stream.
+they, and OpenMetrics' `# EOF`, end the same stream, compressed on their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 
 # Level 1 costs a fifth of level 9 here for bodies about a third larger: scrapes are on a LAN.
 GZIP_LEVEL = 1
-GZIP_WBITS = 31  # a gzip stream (header and trailer), as prometheus-client's gzip.compress(mtime=0)
+# The header zlib writes for a gzip stream at level 1 (no name, no time, "fastest", Unix).
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\x03"
+TAIL_WINDOW_BITS = 9  # a scrape's own text is a few kilobytes: the smallest window is enough
 MAX_VARIANTS = 8
 # Seconds (or three poll intervals, if longer) after which a variant nobody asked for is forgotten.
 # Prometheus scrapes every 15 s to 1 min: several scrape intervals keep every real scraper's variant
@@ -62,21 +65,29 @@ class Variant:
 @dataclass(frozen=True)
 class Rendered:
     """The bytes of one State in one variant, without the end: OpenMetrics' `# EOF` and, for
-    gzip, the end of the stream are added by `parts`, after whatever the scrape adds."""
+    gzip, the end of the stream are added by `parts`, after whatever the scrape adds.
+
+    A gzip body is a gzip header and a deflate stream flushed to a byte boundary; `crc` and
+    `size` are the CRC-32 and length of the text it holds, all a scrape needs to end the stream
+    with its own text (plain data: a render can be made in another process)."""
 
     generation: int
     stale: frozenset[str]
     body: bytes
     openmetrics: bool
-    compressor: zlib._Compress | None = field(default=None, compare=False)
+    gzip: bool = False
+    crc: int = 0
+    size: int = 0
 
     def parts(self, extra: bytes = b"") -> tuple[bytes, bytes]:
         """The answer: the kept bytes, then `extra` (text of the same content type) and the end."""
         end = extra + EOF if self.openmetrics else extra
-        if self.compressor is None:
+        if not self.gzip:
             return self.body, end
-        stream = self.compressor.copy()
-        return self.body, stream.compress(end) + stream.flush()
+        # Deflate blocks that refer to nothing before them may follow a byte-aligned flush.
+        tail = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -TAIL_WINDOW_BITS, 1)
+        trailer = struct.pack("<II", zlib.crc32(end, self.crc), (self.size + len(end)) & 0xFFFFFFFF)
+        return self.body, tail.compress(end) + tail.flush() + trailer
 
     def __bytes__(self) -> bytes:
         return b"".join(self.parts())
@@ -88,10 +99,17 @@ class _Sink:
     def __init__(self, variant: Variant) -> None:
         self.variant = variant
         self._parts: list[bytes] = []
-        self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS) if variant.gzip else None
+        self._crc = 0
+        self._size = 0
+        self._compressor = None
+        if variant.gzip:
+            self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+            self._parts.append(GZIP_HEADER)
 
     def write(self, data: bytes) -> None:
         if self._compressor is not None:
+            self._crc = zlib.crc32(data, self._crc)
+            self._size += len(data)
             data = self._compressor.compress(data)
         if data:
             self._parts.append(data)
@@ -101,7 +119,8 @@ class _Sink:
             self._parts.append(self._compressor.flush(zlib.Z_SYNC_FLUSH))
         body = b"".join(self._parts)
         self._parts = []
-        return Rendered(generation, stale, body, is_openmetrics(self.variant.content_type), self._compressor)
+        openmetrics = is_openmetrics(self.variant.content_type)
+        return Rendered(generation, stale, body, openmetrics, self.variant.gzip, self._crc, self._size)
 
 
 def gzip_wanted(accept_encoding: str | None) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import random
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -425,3 +427,14 @@ async def test_name_filtering_builds_only_the_families_asked_for(monkeypatch):
     body = bytes(await exposition.body(PLAIN, names))
     assert sorted(built) == ["scene7_job_duration_seconds", "scene7_polls_total", "scene7_up"]
     assert families(body) == {"scene7_up", "scene7_polls"}  # no job-log histogram yet: no sample
+
+
+@pytest.mark.parametrize("extra_size", [0, 1, 700, 200_000])
+async def test_a_gzip_answer_is_one_gzip_member_whatever_the_scrape_adds(extra_size):
+    exposition = Exposition(polled("a_1", "a_2"), interval=60, clock=lambda: NOW)
+    rendered = await exposition.body(GZIP)
+    extra = bytes(random.Random(extra_size).choice(b"process_cpu 0123456789\n") for _ in range(extra_size))
+    stream = zlib.decompressobj(zlib.MAX_WBITS | 16)  # gzip framing, CRC-32 and length checked
+    text = stream.decompress(b"".join(rendered.parts(extra)))
+    assert stream.eof and stream.unused_data == b"" and not stream.unconsumed_tail
+    assert text == bytes(await exposition.body(PLAIN)) + extra
