@@ -2,8 +2,9 @@
 
 The State only changes when a poll ends, so the text (0.0.4 or OpenMetrics, plain or gzip) is
 rendered once per State and kept: the per-job families by `render`, the rest by
-prometheus-client's own encoder of the content type. A render runs on the event loop in slices
-of a few milliseconds, so scrapes are answered between them. The exposition subscribes to the
+prometheus-client's own encoder of the content type. A render runs in a forked child (see
+`forked`), so the event loop keeps answering scrapes on the other core; where no child can be
+started, on the event loop in slices of a few milliseconds. The exposition subscribes to the
 store: the variants scrapers asked for recently are rendered as soon as the store publishes a new
 State; a scrape only renders itself for a variant nobody asked for recently, or when a company
 went stale since the bytes were made. A variant nobody asked for within
@@ -19,6 +20,7 @@ they, and OpenMetrics' `# EOF`, end the same stream, compressed on their own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import time
@@ -31,6 +33,7 @@ from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import Collector
 
+from exporter import forked
 from exporter.collector import SnapshotCollector
 from exporter.render import EOF, Encoder, encoded, is_openmetrics, pieces, writes_itself
 from exporter.snapshot import State, Store
@@ -217,10 +220,14 @@ class Exposition:
     def render_variants(self, state: State, variants: Sequence[Variant], now: float) -> dict[Variant, bytes]:
         """The whole documents of `state` in each variant, written in one pass, as a publish
         renders them; CPU-bound."""
+        return {variant: bytes(rendered) for variant, rendered in self._render_now(state, variants, now).items()}
+
+    def _render_now(self, state: State, variants: Sequence[Variant], now: float) -> dict[Variant, Rendered]:
         sinks = [_Sink(variant) for variant in variants]
         for _ in self._write(state, sinks, now):
             pass
-        return {sink.variant: bytes(sink.close(state.generation, frozenset())) for sink in sinks}
+        stale = state.stale_labels(now)
+        return {sink.variant: sink.close(state.generation, stale) for sink in sinks}
 
     def _render_named(self, state: State, variant: Variant, now: float, names: Sequence[str]) -> Rendered:
         sink = _Sink(variant)
@@ -247,7 +254,13 @@ class Exposition:
             yield
 
     async def _render_many(self, state: State, variants: Sequence[Variant], now: float) -> dict[Variant, Rendered]:
-        """Render on the event loop, letting it answer scrapes every TURN_SECONDS."""
+        """Render in a forked child, where it takes nothing from the event loop; if no child
+        can be started, on the event loop, letting it answer scrapes every TURN_SECONDS."""
+        if forked.available():
+            try:
+                return await forked.call(functools.partial(self._render_now, state, variants, now))
+            except OSError as exc:
+                log.warning("cannot start a process to render in, rendering on the event loop: %s", exc)
         loop = asyncio.get_running_loop()
         sinks = [_Sink(variant) for variant in variants]
         turn_started = loop.time()

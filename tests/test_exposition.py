@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import os
 import random
 import zlib
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from exporter import exposition as exposition_module
+from exporter import forked
 from exporter.collector import SnapshotCollector
 from exporter.exposition import OPENMETRICS_1_0_0, TEXT_0_0_4, Exposition, Variant
 from exporter.models import ActiveJob, TaskProgress
@@ -393,7 +395,40 @@ async def test_name_filtering_applies_to_the_process_metrics_too():
     assert families(only_cpu) == {"process_cpu_seconds"}
 
 
-async def test_a_render_hands_the_event_loop_back_between_pieces(monkeypatch):
+async def test_a_render_runs_in_a_child_process(monkeypatch, tmp_path):
+    render_now = Exposition._render_now
+    pids = tmp_path / "pids"
+
+    def recording(self: Exposition, *args):  # type: ignore[no-untyped-def]
+        with pids.open("a") as out:
+            out.write(f"{os.getpid()}\n")
+        return render_now(self, *args)
+
+    monkeypatch.setattr(Exposition, "_render_now", recording)
+    exposition = Exposition(polled("a_1", "a_2"), interval=60, clock=lambda: NOW)
+    text = bytes(await exposition.body(PLAIN))
+    assert text == exposition.render_variants(exposition.store.state, [PLAIN], NOW)[PLAIN]
+    assert b'job_name="a_2"' in text
+    rendered_in = [int(pid) for pid in pids.read_text().split()]
+    assert len(rendered_in) == 2 and rendered_in[0] != os.getpid() and rendered_in[1] == os.getpid()
+
+
+async def test_without_a_child_process_it_renders_on_the_event_loop(monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="exporter.exposition")
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    exposition = Exposition(polled("a_1", "a_2"), interval=60, clock=lambda: NOW)
+    assert b'job_name="a_2"' in bytes(await exposition.body(PLAIN))
+    assert caplog.messages == [
+        "cannot start a process to render in, rendering on the event loop: [Errno 11] Resource temporarily unavailable"
+    ]
+
+
+async def test_on_the_event_loop_a_render_hands_it_back_between_pieces(monkeypatch):
+    monkeypatch.setattr(forked, "available", lambda: False)
     monkeypatch.setattr(exposition_module, "TURN_SECONDS", 0.0)
     store = polled(*(f"job_{n}" for n in range(1500)))  # 1500 jobs: several pieces per family
     exposition = Exposition(store, interval=60, clock=lambda: NOW)
