@@ -10,8 +10,6 @@ import logging
 import ssl
 from collections.abc import Callable
 
-from prometheus_client.process_collector import ProcessCollector
-
 from exporter.client import IpsClient, ResponseBudget, RetryPolicy
 from exporter.config import AccountConfig, ConfigError, Settings, parse_shard, split_listen_address
 from exporter.exposition import Exposition
@@ -20,6 +18,7 @@ from exporter.joblogs import Plan, lookback_for
 from exporter.memory import LongLivedHeap
 from exporter.metrics import series_guard
 from exporter.poller import Account, JobLogPolling, Poller
+from exporter.process import ProcessMetrics
 from exporter.snapshot import JobLogSettings, Store
 from exporter.web import PROBE_PATHS, WebApp
 from exporter.webconfig import WebConfig, load_web_config
@@ -59,7 +58,7 @@ class Exporter:
                            job_logs=job_log_settings(settings))
         self.exposition = Exposition(
             self.store, interval=settings.poll.interval, job_log_interval=settings.job_logs.interval,
-            process=ProcessCollector(registry=None),
+            process=ProcessMetrics(),
         )
         self.store.subscribe(LongLivedHeap().published)
         self.budget = ResponseBudget(int(settings.poll.max_total_response_size))

@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from exporter import forked
 from exporter.collector import SnapshotCollector
+from exporter.process import ProcessMetrics
 from exporter.render import EOF, Encoder, encoded, is_openmetrics, pieces, writes_itself
 from exporter.snapshot import State, Store
 
@@ -203,6 +204,8 @@ class Exposition:
         `names`, if given)."""
         if self.process is None:
             return b""
+        if isinstance(self.process, ProcessMetrics) and not names:
+            return self.process.text(variant.content_type, self._encoders[variant.content_type])
         source: Collector = self.process
         if names:
             registry = CollectorRegistry(auto_describe=True)
