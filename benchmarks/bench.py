@@ -656,6 +656,7 @@ class Bench:
             stop = threading.Event()
             polls: dict[float, float] = {}  # poll start (wall) -> its duration, as exported
             rss_max = [0]
+            with_children_max = [0]  # the exporter's RSS plus its render children's own memory
 
             def health() -> dict[str, Any]:
                 last, duration = "scene7_last_successful_poll_timestamp_seconds", "scene7_poll_duration_seconds"
@@ -670,7 +671,9 @@ class Bench:
             def monitor() -> None:
                 next_sample = 0.0
                 while not stop.wait(0.25):
-                    rss_max[0] = max(rss_max[0], proc_status(ours.pid)["VmRSS"])
+                    rss = proc_status(ours.pid)["VmRSS"]
+                    rss_max[0] = max(rss_max[0], rss)
+                    with_children_max[0] = max(with_children_max[0], rss + children_private(ours.pid))
                     if time.monotonic() >= next_sample:
                         next_sample = time.monotonic() + 2.0
                         with contextlib.suppress(Exception):
@@ -704,6 +707,8 @@ class Bench:
             "successful_poll_starts_seen": len(starts) - 1, "poll_start_gaps_s": gaps, "late_polls": len(late),
             "successful_poll_durations_s": [polls[t] for t in starts[1:]],
             "exporter_rss_max_sampled": rss_max[0], "exporter_rss_peak": hwm,
+            "exporter_with_children_max_sampled": with_children_max[0],
+            "exporter_memory_peak": max(hwm, with_children_max[0]),
         }
         log(f"{self.jobs} jobs: load {result['scrapes']} scrapes, p50 {result['p50_s'] * 1000:.1f} ms, "
             f"p99 {result['p99_s'] * 1000:.1f} ms, max {result['max_s'] * 1000:.0f} ms; "
@@ -766,6 +771,25 @@ def sources_digest() -> str:
 JUDGED = 10_000  # the size the targets are judged at (issue 14); larger sizes are information
 
 
+def children_private(pid: int) -> int:
+    """The memory of `pid`'s children that is their own (not shared with it): what a forked
+    render costs beyond the exporter's RSS. 0 if none runs now."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{child}/smaps_rollup").read_text().splitlines():
+                    key, _, rest = line.partition(":")
+                    if key in ("Private_Clean", "Private_Dirty"):
+                        total += int(rest.split()[0]) * 1024
+    return total
+
+
+def memory_peak(load: dict[str, Any]) -> int:
+    # Runs before render children were measured have only the exporter's own peak.
+    return int(max(load["exporter_rss_peak"], load.get("exporter_with_children_max_sampled", 0)))
+
+
 def judged_size(runs: dict[str, dict[str, Any]]) -> str:
     return str(JUDGED) if str(JUDGED) in runs else max(runs, key=int)
 
@@ -781,8 +805,8 @@ def targets(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         ("render of a new State (every variant): prometheus-client / ours", ">= 8x",
          big["render"]["speedup"], big["render"]["speedup"] >= 8, "x"),
         ("polls under load: failed, skipped or late", "0", polls_wrong, polls_wrong == 0, ""),
-        ("exporter peak RSS under load", "< 150 MiB", load["exporter_rss_peak"] / MIB,
-         load["exporter_rss_peak"] < 150 * MIB, "MiB"),
+        ("exporter peak RSS under load (with its render child's own memory)", "< 150 MiB",
+         memory_peak(load) / MIB, memory_peak(load) < 150 * MIB, "MiB"),
         ("poll CPU, parse + snapshot / bare expat", "<= 3x", poll["cpu_only"]["ours_over_bare"],
          poll["cpu_only"]["ours_over_bare"] <= 3, "x"),
         ("scrape gzip, idle / limit", "<= 1.3x", scrape["ratio_gzip"]["ours_over_limit"],
@@ -893,7 +917,8 @@ def markdown(report: dict[str, Any]) -> str:
         row("load: durations of the successful polls seen",
             lambda r: ", ".join(f"{d:.2f}" for d in r["load"]["successful_poll_durations_s"]) + " s"
             if r["load"]["successful_poll_durations_s"] else "none"),
-        row("load: exporter peak RSS", lambda r: f"{r['load']['exporter_rss_peak'] / MIB:.0f} MiB"),
+        row("load: exporter peak RSS; with its render child's own memory",
+            lambda r: f"{r['load']['exporter_rss_peak'] / MIB:.0f} MiB; {memory_peak(r['load']) / MIB:.0f} MiB"),
         "",
         f"## Targets ({int(judged_size(runs)):,} jobs, {m['nproc']} CPUs)",
         "",
