@@ -140,3 +140,17 @@ class OversizedResponse(IpsError):
 FAULT_CLASSES: dict[str, type[IpsFault]] = {
     cls.element: cls for cls in (AuthenticationFault, AuthorizationFault, ApiFault)
 }
+
+
+def forget_traceback(exc: BaseException) -> None:
+    """Drop the frames an exception holds, once it has been handled. An exception kept by an
+    object its frames hold makes a cycle: asyncio's stream and TLS objects keep the exception
+    that ended them, the client's retry loop the last error it re-raises. Until a full garbage
+    collection, the cycle holds everything those frames held: a dropped connection's buffers,
+    the jobs a failed poll had read."""
+    chain: BaseException | None = exc
+    for _ in range(8):  # a chain is short; a bound in case one loops
+        if chain is None:
+            return
+        chain.__traceback__ = None
+        chain = chain.__cause__ or chain.__context__

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import h11
 
+from exporter.errors import forget_traceback
 from exporter.guard import AuthThrottle, Connection, ConnectionTable, EveryNSeconds, Phase, client_key
 from exporter.memory import release_freed_memory
 from exporter.webconfig import REALM, BasicAuth
@@ -295,16 +296,16 @@ class HttpServer:
             connection.phase = Phase.WAITING
             await self._serve_connection(reader, writer, connection, peer, deadline)
         except _Abort as exc:  # explained where it was raised, if it needs to be
-            _forget_traceback(exc)
+            forget_traceback(exc)
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError too: a corrupt record
             self._dropped.debug("connection from %s dropped: %s", _fmt_client(peer), exc or type(exc).__name__)
-            _forget_traceback(exc)
+            forget_traceback(exc)
         except asyncio.CancelledError:
             # Only close() and making room cancel; asyncio would log a cancelled task.
             pass
         except Exception as exc:
             log.exception("unexpected error on an HTTP connection")
-            _forget_traceback(exc)
+            forget_traceback(exc)
         finally:
             if writer is not None:
                 await _shut(writer)
@@ -333,7 +334,7 @@ class HttpServer:
                 )
         except (OSError, TimeoutError) as exc:
             self._handshake_failed.debug("TLS handshake with %s failed: %s", _fmt_client(peer), exc or "timeout")
-            _forget_traceback(exc)
+            forget_traceback(exc)
             raise _Abort from None
         if tls is None:  # the transport closed meanwhile
             raise _Abort
@@ -649,7 +650,7 @@ async def _shut(writer: asyncio.StreamWriter) -> None:
     except (Exception, asyncio.CancelledError) as exc:  # cancelled too: this ends the connection's task
         # The exception that ended the connection (a reset, say) is also kept by the stream:
         # without its frames, none of the connection's objects waits for a garbage collection.
-        _forget_traceback(exc)
+        forget_traceback(exc)
     writer.transport.abort()
 
 
@@ -680,17 +681,6 @@ def _split_target(target: str) -> tuple[str, dict[str, list[str]]]:
         urllib.parse.parse_qs(raw_query, keep_blank_values=True),
     )
 
-
-def _forget_traceback(exc: BaseException) -> None:
-    """Drop the frames an exception holds: asyncio's stream and TLS objects keep the exception
-    that ended them, and its frames keep those objects, a cycle that would hold every dropped
-    connection's buffers until a full garbage collection."""
-    chain: BaseException | None = exc
-    for _ in range(8):  # a chain is short; a bound in case one loops
-        if chain is None:
-            return
-        chain.__traceback__ = None
-        chain = chain.__cause__ or chain.__context__
 
 
 def _peer(transport: asyncio.BaseTransport) -> tuple[str, int] | None:

@@ -35,7 +35,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExe
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.client import IpsClient
-from exporter.errors import IpsError, Reason, tame
+from exporter.errors import IpsError, Reason, forget_traceback, tame
 from exporter.joblogs import Plan, sweep
 from exporter.models import CompanyMembership, JobLogSortBy, SortDirection
 from exporter.parse import JobLogsResult
@@ -288,6 +288,7 @@ class Poller:
         except Exception as exc:
             reason, message, bug = _failure(exc, self.accounts[target.account].client,
                                             f"no answer within the poll timeout of {self.timeout:g}s")
+            failure = exc
         else:
             self._resume(target)
             return result, started_wall, self.timer() - started
@@ -299,6 +300,7 @@ class Poller:
             self._end_pause(target.account, target)
         if reason in (Reason.AUTHENTICATION, Reason.AUTHORIZATION):
             self._pause(target, reason, message, at=(started_wall, ended), probe=pause)
+        forget_traceback(failure)  # logged: the frames would keep what the failed call had read
         if record:
             self.store.record_failure(target, reason, message, at=started_wall, duration=ended - started)
         return None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -692,3 +694,51 @@ async def test_a_new_password_ends_only_its_own_accounts_pause():
     await poller._poll_company(b)  # b's pause ends: it calls at once
     await poller._poll_company(a)  # a's stays
     assert (clients["a"].ips_calls, clients["b"].ips_calls) == (1, 2)
+
+
+class Held:
+    """Stands for what a failed call had read (its parsed jobs)."""
+
+
+class RetryingClient(FakeClient):
+    """Fails as IpsClient's retry loop does: the last error kept in a local and raised again, so
+    that the error's frames hold the error (a cycle) and what the attempt had read."""
+
+    def __init__(self) -> None:
+        super().__init__(iter(()))
+        self.read: list[weakref.ref[Held]] = []
+
+    async def get_active_jobs(self, company_handle: str, *, keep_items: bool = True) -> ActiveJobsResult:
+        error: Exception | None = None
+        for _ in range(2):
+            try:
+                await self._attempt()
+            except IpsTimeout as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def _attempt(self) -> None:
+        jobs_read = Held()
+        self.read.append(weakref.ref(jobs_read))
+        raise IpsTimeout("answer not complete within the deadline")
+
+
+async def test_a_failed_poll_leaves_nothing_it_read_to_the_garbage_collector():
+    """The exporter freezes the heap after each publish (memory.LongLivedHeap): what a failed
+    poll had read, if only a cycle held it, would be frozen with the State until the next
+    hourly review. Measured: 40 MB more at each poll that timed out at 10,000 jobs."""
+    store = Store(max_age=180.0)
+    client = RetryingClient()
+    poller = Poller([Account("main", client)], store, interval=60, timeout=20,  # type: ignore[arg-type]
+                    clock=SteppedClock(START, 10.0), timer=SteppedClock(100.0, 0.25))
+    gc.collect()
+    gc.disable()
+    try:
+        await poller._poll_company(TARGET)
+        assert len(client.read) == 2
+        assert [ref() for ref in client.read] == [None, None]  # freed by reference counting alone
+    finally:
+        gc.enable()
+    snapshot = store.state.company(TARGET)
+    assert snapshot is not None and dict(snapshot.errors_total) == {Reason.TIMEOUT: 1}
