@@ -9,7 +9,6 @@ one deadline per call; faults are final.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import random
 import ssl
@@ -45,11 +44,10 @@ from exporter.versions import DEFAULT_API_VERSION, ApiVersion
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-# An answer is parsed in batches of this size on the client's parse thread, where libxml2 runs
-# without the GIL while the event loop serves scrapes; the records of each batch are then read on
-# the loop, which gets a turn once FEED_TURN_SECONDS of reading is done. (A thread hop per
-# decoded chunk would cost more than it saves.)
-PARSE_BATCH = 256 * 1024
+# A decoded gzip chunk can be a MB of XML, tens of ms of parsing: it is parsed in slices of
+# this size, and the event loop gets a turn once FEED_TURN_SECONDS of parsing is done, so
+# scrapes are served during a poll. (A turn per slice made a big poll wait behind every scrape.)
+FEED_SLICE = 64 * 1024
 FEED_TURN_SECONDS = 0.01
 T = TypeVar("T")
 
@@ -124,7 +122,6 @@ class IpsClient:
         self.budget = budget or ResponseBudget(max_response_bytes)
         self._auth = AuthHeader(user, password, APP_NAME, __version__, locale)
         self._proxy_password = httpx.URL(proxy).password if proxy else None
-        self._parse_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ips-xml")
         self._http = httpx.AsyncClient(
             verify=verify,
             transport=transport,
@@ -141,17 +138,6 @@ class IpsClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-        self._parse_thread.shutdown(wait=False, cancel_futures=True)
-
-    async def _parse(self, reader: ResponseReader, batch: list[bytes]) -> None:
-        """The batch parsed on the parse thread (one thread: lxml wants a parser used from one),
-        then its records read here; `batch` is emptied."""
-        if not batch:
-            return
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
-        batch.clear()
-        await asyncio.get_running_loop().run_in_executor(self._parse_thread, reader.parse, data)
-        reader.read()
 
     def __repr__(self) -> str:
         return f"IpsClient(endpoint={self.endpoint!r}, user={self._auth.user!r})"
@@ -283,8 +269,6 @@ class IpsClient:
         }
         reader = ResponseReader(operation, keep_items=keep_items)
         received = 0
-        batch: list[bytes] = []
-        batched = 0
         turn_started = loop.time()
         try:
             async with self._http.stream(
@@ -310,19 +294,11 @@ class IpsClient:
                                 f"poll.max_total_response_size ({self.budget.limit} bytes)"
                             )
                         received += len(chunk)
-                        for start in range(0, len(chunk), PARSE_BATCH):
-                            piece = chunk[start : start + PARSE_BATCH]
-                            batch.append(piece)
-                            batched += len(piece)
-                            if batched < PARSE_BATCH:
-                                continue
-                            await self._parse(reader, batch)
-                            batched = 0
+                        for start in range(0, len(chunk), FEED_SLICE):
+                            reader.feed(chunk[start : start + FEED_SLICE])
                             if loop.time() - turn_started > FEED_TURN_SECONDS:
                                 await asyncio.sleep(0)
                                 turn_started = loop.time()
-                    await self._parse(reader, batch)
-                    await loop.run_in_executor(self._parse_thread, reader.finish)
                 except (httpx.RemoteProtocolError, httpx.DecodingError, httpx.ReadError) as exc:
                     raise MalformedResponse(f"{operation}: truncated answer ({type(exc).__name__})") from None
                 if response.status_code >= 300:

@@ -110,18 +110,8 @@ class ResponseReader:
         self._read: list[Any] = []  # models of self._records.read
         self._invalid = 0
         self._first_invalid = ""
-        self._root: etree._Element | None = None
-        self._finished = False
-        self._broken: MalformedResponse | None = None
 
     def feed(self, data: bytes) -> None:
-        self.parse(data)
-        self.read()
-
-    def parse(self, data: bytes) -> None:
-        """libxml2's part: `data` into the tree. lxml lets go of the GIL while it parses, so
-        this may run on a thread of its own (always the same one for a reader) while the event
-        loop runs; `read` then reads what it parsed."""
         try:
             self._guard.feed(data)
         except ValueError as exc:  # a DTD refused, or broken XML: the guard's message says which
@@ -130,28 +120,15 @@ class ResponseReader:
             self._parser.feed(data)
         except (ValueError, LookupError, etree.XMLSyntaxError) as exc:
             raise MalformedResponse(f"not well-formed XML: {exc}") from None
-
-    def read(self) -> None:
-        """Python's part: the complete records parsed so far into models, their elements freed."""
         self._drain(finished=False)
 
-    def finish(self) -> None:
-        """The end of the document, on the thread `parse` runs on; a broken end is raised by
-        `close`, where it always was."""
-        self._finished = True
-        try:
-            self._root = self._parser.close()
-        except (etree.XMLSyntaxError, LookupError) as exc:
-            self._broken = MalformedResponse(f"incomplete or broken XML: {exc}")
-
     def close(self) -> etree._Element:
-        if not self._finished:
-            self.finish()
-        if self._broken is not None:
-            raise self._broken
-        assert self._root is not None
+        try:
+            root = self._parser.close()
+        except (etree.XMLSyntaxError, LookupError) as exc:
+            raise MalformedResponse(f"incomplete or broken XML: {exc}") from None
         self._drain(finished=True)
-        return _operation_return(self._root, self.operation)
+        return _operation_return(root, self.operation)
 
     def result(self) -> ActiveJobsResult:
         """The jobs read so far (getActiveJobs), once `close()` accepted the document."""

@@ -7,11 +7,9 @@ import contextlib
 import gzip
 import logging
 import ssl
-import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +30,6 @@ from exporter.errors import (
     MalformedResponse,
     OversizedResponse,
 )
-from exporter.parse import ResponseReader
 from exporter.soap import IPS_COMMON_NS, SOAP11_ENV
 
 PASSWORD = "s3cr3t-<&\"'-pw"
@@ -416,11 +413,10 @@ async def test_the_size_cap_is_the_largest_answer_accepted(spare, oversized):
             assert (await client.get_active_jobs("1")).jobs == ()
 
 
-@pytest.mark.parametrize(("turn_seconds", "turns"), [(0.0, 4), (60.0, 0)])
+@pytest.mark.parametrize(("turn_seconds", "turns"), [(0.0, 5), (60.0, 0)])
 async def test_parsing_gives_the_event_loop_a_turn_after_each_stretch_of_work(monkeypatch, turn_seconds, turns):
-    # Batches of 1 KB, and a turn once `turn_seconds` of reading is done: after every full batch
-    # (the last 100 bytes are the end, read at once), or never.
-    monkeypatch.setattr("exporter.client.PARSE_BATCH", 1024)
+    # Slices of 1 KB, and a turn once `turn_seconds` of parsing is done: after every slice, or never.
+    monkeypatch.setattr("exporter.client.FEED_SLICE", 1024)
     monkeypatch.setattr("exporter.client.FEED_TURN_SECONDS", turn_seconds)
     real_sleep = asyncio.sleep
     slept = []
@@ -564,25 +560,3 @@ async def test_an_attempt_cut_short_by_the_deadline_reports_what_kept_failing(un
         with pytest.raises(expected):
             await client.get_active_jobs("1")
     assert tried[0] == 0.4 and tried[-1] < 0.4
-
-
-async def test_an_answer_is_parsed_on_the_clients_own_thread_and_read_on_the_event_loop(monkeypatch):
-    """libxml2 lets go of the GIL: parsed on a thread, a big answer leaves the event loop free to
-    serve scrapes. One thread for every call of a reader's parser, as lxml wants it."""
-    answer = (Path(__file__).parent / "data" / "captures" / "get_active_jobs-one_publish_job.xml").read_bytes()
-    monkeypatch.setattr("exporter.client.PARSE_BATCH", 64)  # many batches
-    seen: dict[str, set[str]] = {"parse": set(), "finish": set(), "read": set()}
-    for name in seen:
-        method = getattr(ResponseReader, name)
-
-        def recording(self: ResponseReader, *args: object, _name: str = name, _method: Any = method) -> None:
-            seen[_name].add(threading.current_thread().name)
-            _method(self, *args)
-
-        monkeypatch.setattr(ResponseReader, name, recording)
-    async with client_for(Recorder(xml_response(answer))) as client:
-        jobs = (await client.get_active_jobs("1")).jobs
-    assert len(jobs) == 2
-    assert len(seen["parse"]) == 1 and seen["parse"] == seen["finish"]
-    assert seen["parse"] != {threading.current_thread().name}
-    assert seen["read"] == {threading.current_thread().name}
