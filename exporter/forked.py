@@ -23,10 +23,7 @@ from typing import TypeVar, cast
 
 T = TypeVar("T")
 
-_REAP_POLL_SECONDS = 0.005
-_REAP_KILL_AFTER_SECONDS = 10.0
 _MAX_STATUS_BYTES = 1 << 20
-_reapers: set[asyncio.Task[None]] = set()  # the loop keeps tasks weakly
 
 
 def available() -> bool:
@@ -55,20 +52,18 @@ async def call(function: Callable[[], T]) -> T:
         os.close(status_write)
         try:
             status = await _read_to_end(loop, status_read)
-        except BaseException:
+        except BaseException:  # cancelled (a shutdown): the work is not wanted any more
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            reaper = loop.create_task(_reap(pid))
-            _reapers.add(reaper)
-            reaper.add_done_callback(_reapers.discard)
             raise
         finally:
             os.close(status_read)
-        # The pipe ends when the child's descriptors close, which is after its memory is gone
-        # and just before it exits: collected at once, it never lingers as a zombie, even if
-        # the event loop does not run long after this (a test's does not).
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+            # The pipe ends when the child's descriptors close, after its memory is gone and just
+            # before it exits (or it was killed): collected here, at once, it never lingers as a
+            # zombie, even if the event loop stops right after (a test's, a shutdown's), and a
+            # process that waits for any child (mutmut's runner) never collects it instead.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
         return cast("T", _result(status, memfd))
     finally:
         os.close(memfd)
@@ -149,20 +144,3 @@ async def _read_to_end(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
     finally:
         loop.remove_reader(fd)
     return b"".join(chunks)
-
-
-async def _reap(pid: int) -> None:
-    """Collect the child's exit without blocking the loop (it may take a moment to unmap);
-    one that has not ended long after its answer is killed."""
-    deadline = asyncio.get_running_loop().time() + _REAP_KILL_AFTER_SECONDS
-    while True:
-        try:
-            reaped, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if reaped:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(_REAP_POLL_SECONDS)
