@@ -91,5 +91,21 @@ def test_the_text_written_from_values_is_prometheus_clients(content_type, values
         def collect(self) -> Iterator[Metric]:
             return metrics.families(values)
 
+    calls = []
+
+    def counting(source: Collector) -> bytes:
+        calls.append(source)
+        return encode(source)
+
     for _ in range(2):  # learnt, then from the template
-        assert metrics.write(chosen, encode, values) == encoded(encode, chosen, Fixed())
+        assert metrics.write(chosen, counting, values) == encoded(encode, chosen, Fixed())
+    assert len(calls) == 1  # the encoder is asked once per content type
+
+
+def test_no_descriptor_limit_is_plus_inf(monkeypatch):
+    monkeypatch.setattr(
+        "exporter.process.resource.getrlimit", lambda _: (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    )
+    metrics = ProcessMetrics()
+    assert _values(metrics)["process_max_fds"] == float("inf")
+    assert b"process_max_fds +Inf\n" in metrics.text("text/plain; version=0.0.4; charset=utf-8", generate_latest)
