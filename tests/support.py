@@ -10,6 +10,7 @@ the exporter are in servers.py, for the tests only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import math
@@ -21,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -287,3 +288,24 @@ def write_self_signed_certificate(directory: Path, common_name: str = "scene7-ex
     )
     key_file.chmod(0o600)
     return cert_file, key_file
+
+
+async def ticks_while(work: Awaitable[Any], every: float = 0.0) -> int:
+    """How many times another task got the event loop, sleeping `every` seconds between turns,
+    while `work` was awaited: how free the loop stayed."""
+    ticks = 0
+    working = True
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while working:
+            ticks += 1
+            await asyncio.sleep(every)
+
+    task = asyncio.get_running_loop().create_task(ticker())
+    try:
+        await work
+    finally:
+        working = False
+        await task
+    return ticks

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from support import ticks_while
 
 from exporter import exposition as exposition_module
 from exporter import forked
@@ -432,19 +433,7 @@ async def test_on_the_event_loop_a_render_hands_it_back_between_pieces(monkeypat
     monkeypatch.setattr(exposition_module, "TURN_SECONDS", 0.0)
     store = polled(*(f"job_{n}" for n in range(1500)))  # 1500 jobs: several pieces per family
     exposition = Exposition(store, interval=60, clock=lambda: NOW)
-    ticks = 0
-    rendering = True
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while rendering:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.get_running_loop().create_task(ticker())
-    await exposition.body(GZIP)
-    rendering = False
-    await task
+    ticks = await ticks_while(exposition.body(GZIP))
     assert ticks >= 10  # the other task ran between the render's pieces
 
 

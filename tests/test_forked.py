@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import ticks_while
 
 from exporter import forked
 
@@ -50,20 +51,8 @@ async def test_an_unpicklable_result_is_an_error():
 
 
 async def test_the_loop_runs_while_the_child_works():
-    ticks = 0
-    working = True
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while working:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    task = asyncio.get_running_loop().create_task(ticker())
     started = time.monotonic()
-    await forked.call(lambda: time.sleep(0.5))
-    working = False
-    await task
+    ticks = await ticks_while(forked.call(lambda: time.sleep(0.5)), every=0.01)
     assert time.monotonic() - started >= 0.5
     assert ticks >= 20  # one tick per 10 ms, had the loop been free all along: 50
 
