@@ -127,6 +127,12 @@ class _Sink:
         return Rendered(generation, stale, body, openmetrics, self.variant.gzip, self._crc, self._size)
 
 
+def _closed(sinks: Sequence[_Sink], state: State, now: float) -> dict[Variant, Rendered]:
+    """The rendered bytes of each sink, marked with the State and its stale companies at `now`."""
+    stale = state.stale_labels(now)
+    return {sink.variant: sink.close(state.generation, stale) for sink in sinks}
+
+
 def gzip_wanted(accept_encoding: str | None) -> bool:
     """Whether `Accept-Encoding` asks for gzip: prometheus-client's `gzip_accepted` (any case),
     except that `gzip;q=0` means "not acceptable" (RFC 9110)."""
@@ -229,8 +235,7 @@ class Exposition:
         sinks = [_Sink(variant) for variant in variants]
         for _ in self._write(state, sinks, now):
             pass
-        stale = state.stale_labels(now)
-        return {sink.variant: sink.close(state.generation, stale) for sink in sinks}
+        return _closed(sinks, state, now)
 
     def _render_named(self, state: State, variant: Variant, now: float, names: Sequence[str]) -> Rendered:
         sink = _Sink(variant)
@@ -271,8 +276,7 @@ class Exposition:
             if loop.time() - turn_started > TURN_SECONDS:
                 await asyncio.sleep(0)
                 turn_started = loop.time()
-        stale = state.stale_labels(now)
-        return {sink.variant: sink.close(state.generation, stale) for sink in sinks}
+        return _closed(sinks, state, now)
 
     def _current(self, variant: Variant, state: State, stale: frozenset[str]) -> Rendered | None:
         cached = self._cache.get(variant)
