@@ -219,11 +219,8 @@ class Exposition:
             source = registry.restricted_registry(names)
         return encoded(self._encoders[variant.content_type], variant.content_type, source)
 
-    def render(self, state: State, variant: Variant, now: float, names: Sequence[str] = ()) -> bytes:
-        """The whole document of `state` in `variant` (optionally only the families in `names`),
-        without the process metrics; CPU-bound."""
-        if names:
-            return bytes(self._render_named(state, variant, now, names))
+    def render(self, state: State, variant: Variant, now: float) -> bytes:
+        """The whole document of `state` in `variant`, without the process metrics; CPU-bound."""
         return self.render_variants(state, [variant], now)[variant]
 
     def render_variants(self, state: State, variants: Sequence[Variant], now: float) -> dict[Variant, bytes]:
