@@ -462,3 +462,11 @@ async def test_a_gzip_answer_is_one_gzip_member_whatever_the_scrape_adds(extra_s
     text = stream.decompress(b"".join(rendered.parts(extra)))
     assert stream.eof and stream.unused_data == b"" and not stream.unconsumed_tail
     assert text == bytes(await exposition.body(PLAIN)) + extra
+
+
+@pytest.mark.parametrize("variant", [PLAIN, GZIP])
+async def test_without_process_metrics_a_scrape_adds_nothing(variant):
+    exposition = Exposition(polled("a_1"), interval=60, clock=lambda: NOW)
+    answer = b"".join(await exposition.answer(variant))
+    text = gzip.decompress(answer) if variant.gzip else answer
+    assert text == exposition.render(exposition.store.state, PLAIN, NOW)
