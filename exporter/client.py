@@ -233,12 +233,12 @@ class IpsClient:
             try:
                 return await self._attempt(operation, envelope, keep_items, deadline)
             except IpsError as exc:
-                if not exc.retryable:
-                    raise
                 if clipped and isinstance(exc, IpsTimeout) and error is not None:
                     # Only the time left ran out: report what kept failing (a refused
                     # certificate, a 503), not a timeout IPS never caused.
                     raise error from None
+                if not exc.retryable:
+                    raise
                 error = exc
             delay = self.retry.backoff(attempt)
             if loop.time() + delay >= deadline:
@@ -270,10 +270,13 @@ class IpsClient:
         reader = ResponseReader(operation, keep_items=keep_items)
         received = 0
         turn_started = loop.time()
+        # Reaching IPS and sending the request get an attempt's time; once sent, the answer may
+        # take what is left of the deadline, as a timed-out read is not asked again.
+        reaching = min(self.retry.attempt_timeout, remaining)
         try:
             async with self._http.stream(
                 "POST", self.endpoint, content=envelope, headers=headers,
-                timeout=httpx.Timeout(min(self.retry.attempt_timeout, remaining)),
+                timeout=httpx.Timeout(reaching, read=remaining),
             ) as response:
                 content_type = response.headers.get("content-type", "")
                 if response.status_code == 407:
@@ -283,7 +286,7 @@ class IpsClient:
                 try:
                     async for chunk in response.aiter_bytes():
                         if loop.time() > deadline:  # a trickle that never trips the read timeout
-                            raise IpsTimeout(f"{operation}: answer not complete within the deadline")
+                            raise IpsTimeout(f"{operation}: answer not complete within the deadline", reached_ips=True)
                         if received + len(chunk) > self.max_response_bytes:
                             raise OversizedResponse(
                                 f"{operation}: answer larger than {self.max_response_bytes} bytes"
@@ -305,8 +308,8 @@ class IpsClient:
                     # A SOAP fault is the expected content of an error status: close() raises it.
                     reader.close()
                     raise HttpStatusError(response.status_code, "SOAP answer without fault")
-        except httpx.TimeoutException:
-            raise IpsTimeout(f"{operation}: timed out") from None
+        except httpx.TimeoutException as exc:
+            raise IpsTimeout(f"{operation}: timed out", reached_ips=isinstance(exc, httpx.ReadTimeout)) from None
         except httpx.ProxyError as exc:  # the proxy refused the CONNECT of an https endpoint
             if "407" in str(exc):
                 raise HttpStatusError(407, PROXY_REFUSED) from None

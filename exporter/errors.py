@@ -106,13 +106,22 @@ class HttpStatusError(IpsError):
 
 
 class IpsTimeout(IpsError):
-    """IPS did not answer within the timeout."""
+    """IPS did not answer within the timeout.
+
+    Asked again only if the request never reached IPS (no connection in time). A request IPS
+    got may still be running there: sending it again would add the same work to a server that is
+    slow already (a 10,000-job getActiveJobs is seconds of its time), and the answer to the
+    second would wait behind the first."""
 
     reason = Reason.TIMEOUT
 
+    def __init__(self, message: str, *, reached_ips: bool = False) -> None:
+        super().__init__(message)
+        self.reached_ips = reached_ips
+
     @property
     def retryable(self) -> bool:
-        return True
+        return not self.reached_ips
 
 
 class IpsConnectionError(IpsError):

@@ -294,10 +294,12 @@ async def test_each_attempt_gets_at_most_what_is_left_of_the_deadline(deadline, 
         await client.get_active_jobs("1")
     timeouts = recorder.requests[0].extensions["timeout"]
     assert set(timeouts) == {"connect", "read", "write", "pool"}
+    # Reaching IPS and sending get an attempt's time; the answer, what is left of the deadline.
+    assert 0 < timeouts["read"] <= deadline and timeouts["read"] > deadline - 0.2
     if attempt_timeout < deadline:
-        assert set(timeouts.values()) == {attempt_timeout}
+        assert timeouts["connect"] == timeouts["write"] == timeouts["pool"] == attempt_timeout
     else:
-        assert len(set(timeouts.values())) == 1 and 0 < timeouts["read"] <= deadline
+        assert timeouts["connect"] == timeouts["write"] == timeouts["pool"] == timeouts["read"]
 
 
 async def test_a_call_without_time_left_asks_nothing():
@@ -335,7 +337,8 @@ def raiser(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
 @pytest.mark.parametrize(
     ("exc", "error", "message"),
     [
-        (httpx.ReadTimeout("slow"), IpsTimeout, "getActiveJobs: timed out"),
+        (httpx.ConnectTimeout("slow"), IpsTimeout, "getActiveJobs: timed out"),
+        (httpx.PoolTimeout("busy"), IpsTimeout, "getActiveJobs: timed out"),
         (httpx.ConnectError("refused"), IpsConnectionError, "getActiveJobs: ConnectError: refused"),
         (httpx.ConnectError("[Errno -2] Name or service not known"), IpsConnectionError,
          "getActiveJobs: ConnectError: [Errno -2] Name or service not known"),
@@ -348,6 +351,39 @@ async def test_transport_failures_are_retried_within_the_deadline(exc, error, me
             await client.get_active_jobs("1")
     assert str(caught.value) == message
     assert len(recorder.requests) > 1
+
+
+async def test_a_request_ips_got_and_did_not_answer_in_time_is_not_sent_again():
+    # IPS may still be working on it: a second one would only queue the same work behind it.
+    recorder = Recorder(raiser(httpx.ReadTimeout("slow")), xml_response(JOBS_OK))
+    async with client_for(recorder) as client:
+        with pytest.raises(IpsTimeout, match=r"^getActiveJobs: timed out$") as caught:
+            await client.get_active_jobs("1")
+    assert caught.value.reached_ips and not caught.value.retryable
+    assert len(recorder.requests) == 1
+
+
+async def test_a_slow_answer_may_take_the_whole_deadline():
+    """IPS taking longer than an attempt's time to answer, but less than the deadline: the
+    answer is waited for, once. Reaching IPS has an attempt's time, the answer what is left."""
+    from exporter.simulator import SimulatorConfig, SimulatorServer
+
+    class Counting(httpx.AsyncHTTPTransport):
+        requests = 0
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            self.requests += 1
+            return await super().handle_async_request(request)
+
+    async with SimulatorServer(SimulatorConfig(jobs=5, companies=1)) as sim:
+        handle = sim.world.companies[0].handle
+        retry = RetryPolicy(deadline=3.0, attempt_timeout=0.3, initial_backoff=0.01, max_backoff=0.02)
+        transport = Counting()
+        async with IpsClient(sim.url, "demo@example.com", "demo", retry=retry, transport=transport) as client:
+            sim.faults.set(kind="latency", latency=0.8)
+            result = await client.get_active_jobs(handle)
+        assert result.jobs
+        assert transport.requests == 1
 
 
 async def test_transient_failure_then_success():
@@ -540,7 +576,7 @@ async def test_timed_out_polls_do_not_leak_pooled_connections():
 
 @pytest.mark.parametrize(("unclipped", "expected"), [
     (httpx.ConnectError("certificate verify failed"), IpsConnectionError),
-    (httpx.ReadTimeout("slow"), IpsTimeout),
+    (httpx.ConnectTimeout("slow"), IpsTimeout),
 ])
 async def test_an_attempt_cut_short_by_the_deadline_reports_what_kept_failing(unclipped, expected):
     # The last attempt only has what is left of the deadline; if that runs out, the error of the
@@ -548,9 +584,9 @@ async def test_an_attempt_cut_short_by_the_deadline_reports_what_kept_failing(un
     tried: list[float] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
-        read_timeout = request.extensions["timeout"]["read"]
-        tried.append(read_timeout)
-        if read_timeout < 0.4:  # the deadline clipped this attempt
+        connect_timeout = request.extensions["timeout"]["connect"]
+        tried.append(connect_timeout)
+        if connect_timeout < 0.4:  # the deadline clipped this attempt
             raise httpx.ReadTimeout("deadline", request=request)
         raise type(unclipped)(str(unclipped), request=request)
 
