@@ -17,6 +17,7 @@ from lxml import etree
 from pydantic import BaseModel, ValidationError
 
 from exporter.errors import FAULT_CLASSES, ApiFault, IpsFault, MalformedResponse
+from exporter.memory import cyclic_gc_paused
 from exporter.models import ActiveJob, CompanyMembership, JobLog
 from exporter.soap import (
     SOAP_ENVELOPES,
@@ -116,18 +117,20 @@ class ResponseReader:
             self._guard.feed(data)
         except ValueError as exc:  # a DTD refused, or broken XML: the guard's message says which
             raise MalformedResponse(str(exc)) from None
-        try:
-            self._parser.feed(data)
-        except (ValueError, LookupError, etree.XMLSyntaxError) as exc:
-            raise MalformedResponse(f"not well-formed XML: {exc}") from None
-        self._drain(finished=False)
+        with cyclic_gc_paused():
+            try:
+                self._parser.feed(data)
+            except (ValueError, LookupError, etree.XMLSyntaxError) as exc:
+                raise MalformedResponse(f"not well-formed XML: {exc}") from None
+            self._drain(finished=False)
 
     def close(self) -> etree._Element:
-        try:
-            root = self._parser.close()
-        except (etree.XMLSyntaxError, LookupError) as exc:
-            raise MalformedResponse(f"incomplete or broken XML: {exc}") from None
-        self._drain(finished=True)
+        with cyclic_gc_paused():
+            try:
+                root = self._parser.close()
+            except (etree.XMLSyntaxError, LookupError) as exc:
+                raise MalformedResponse(f"incomplete or broken XML: {exc}") from None
+            self._drain(finished=True)
         return _operation_return(root, self.operation)
 
     def result(self) -> ActiveJobsResult:

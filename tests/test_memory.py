@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.memory import LongLivedHeap
+from exporter.memory import LongLivedHeap, cyclic_gc_paused
 
 
 class Node:
@@ -65,3 +65,23 @@ def test_a_state_replaced_by_the_next_is_freed_at_once_by_reference_counting():
     heap.published(state)
     del state, marker
     assert alive() is None
+
+
+def test_the_collector_is_paused_for_a_block_and_back_after_it_even_on_error():
+    assert gc.isenabled()
+    with cyclic_gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), cyclic_gc_paused():
+        raise RuntimeError("a parse that fails")
+    assert gc.isenabled()
+
+
+def test_a_collector_paused_by_someone_else_stays_paused():
+    gc.disable()
+    try:
+        with cyclic_gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

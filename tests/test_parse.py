@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import time
@@ -186,6 +187,39 @@ def test_many_jobs_memory_is_freed_as_read():
     assert max(held) == 1
     (job_array,) = root
     assert len(job_array) == 0
+
+
+def test_no_cyclic_garbage_collection_runs_while_a_chunk_is_parsed():
+    """A chunk's records and models are many objects and no cycle: collections during it would
+    only rescan the growing result. The collector is back on after the chunk, and catches up
+    once: one collection per chunk at most, where 2,000 jobs in one chunk would trigger dozens."""
+    body = "<jobArray>" + "\n".join(job_xml(f"job{i}") for i in range(2000)) + "</jobArray>"
+    data = ENVELOPE.format(body).encode()
+    reader = ResponseReader("getActiveJobs", keep_items=False)
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(seen)
+    try:
+        reader.feed(data)
+        enabled_after_the_chunk = gc.isenabled()
+        reader.close()
+    finally:
+        gc.callbacks.remove(seen)
+    assert len(reader.result().jobs) == 2000
+    assert len(collections) <= 2, collections  # the catch-ups after feed() and close()
+    assert enabled_after_the_chunk and gc.isenabled()
+
+
+def test_a_chunk_that_fails_to_parse_leaves_the_collector_on():
+    reader = ResponseReader("getActiveJobs")
+    with pytest.raises(MalformedResponse):
+        reader.feed(b"<?xml version='1.0'?><a><b></a>")
+    assert gc.isenabled()
 
 
 @pytest.mark.parametrize("keep_items", [False, True])

@@ -13,19 +13,18 @@ the trees into chunks the server streams.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import gc
 import hmac
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import cast
 
 from lxml import etree
 
+from exporter.memory import cyclic_gc_paused
 from exporter.simulator.joblogs import JobLog, asset_handle, asset_type
 from exporter.simulator.world import (
     DETAIL_ELEMENT_NAMES,
@@ -721,7 +720,7 @@ class Responder:
         fileErrorCount `corrupt_value` (default -3) (fault tests)."""
         fault = self.authenticate(request, basic)
         if fault is None:
-            with self.lock, _cyclic_gc_paused():
+            with self.lock, cyclic_gc_paused():
                 self.corrupt_value = corrupt_value if corrupt_value is not None else "-3"
                 self.world.advance()
                 try:
@@ -855,7 +854,7 @@ class Responder:
 
     def warm_up(self, api_version: str) -> None:
         """Build the job trees of `api_version` now, so the first big answer is not slow."""
-        with self.lock, _cyclic_gc_paused():
+        with self.lock, cyclic_gc_paused():
             now = self.world.advance()
             trees = self._job_trees(api_namespace(api_version), api_version)
             for job in self.world.active_jobs(include_waiting=True):
@@ -1133,25 +1132,6 @@ def _date_param(params: Mapping[str, str], name: str) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Hold the cyclic garbage collector while an answer is built.
-
-    A big answer allocates a million short-lived lxml proxies and tuples, none in a cycle
-    (reference counting frees them all). Each allocation burst would trigger full collections
-    that rescan the whole long-lived world: that alone made the first 10,000-job answer take
-    twice as long. Collection resumes, and catches up, as soon as the answer is built.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 class _Refused(Exception):
