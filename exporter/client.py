@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from exporter import APP_NAME, __version__
 from exporter.errors import (
@@ -29,7 +30,7 @@ from exporter.errors import (
     OversizedResponse,
     tame,
 )
-from exporter.models import XS_INT_MAX, CompanyMembership, JobLogSortBy, SortDirection
+from exporter.models import XS_INT_MAX, ActiveJob, CompanyMembership, JobLogSortBy, SortDirection
 from exporter.parse import (
     ActiveJobsResult,
     JobLogsResult,
@@ -169,10 +170,12 @@ class IpsClient:
         original_name: str | None = None,
         include_waiting_jobs: bool = True,
         keep_items: bool = True,
+        known: Mapping[bytes, ActiveJob] | None = None,
     ) -> ActiveJobsResult:
         """The active jobs (getActiveJobs). Jobs waiting for a client or the coordinator are
         asked for where the API version has `includeWaitingJobs`. With `keep_items=False` each
-        task's item entries are counted but not kept: they can be thousands."""
+        task's item entries are counted but not kept: they can be thousands. With `known` (the
+        `fingerprints` of an earlier result), a job unchanged since is that result's model."""
         params: dict[str, str] = {}
         if company_handle is not None:
             params["companyHandle"] = company_handle
@@ -182,7 +185,7 @@ class IpsClient:
             params["originalName"] = original_name
         if self.version.include_waiting_jobs:
             params["includeWaitingJobs"] = "true" if include_waiting_jobs else "false"
-        reader = await self._call("getActiveJobs", params, keep_items=keep_items)
+        reader = await self._call("getActiveJobs", params, keep_items=keep_items, known=known)
         check_job_array(reader.close())
         return reader.result()
 
@@ -219,7 +222,12 @@ class IpsClient:
         return reader.job_logs()
 
     async def _call(
-        self, operation: str, params: Mapping[str, str], *, keep_items: bool = True
+        self,
+        operation: str,
+        params: Mapping[str, str],
+        *,
+        keep_items: bool = True,
+        known: Mapping[bytes, BaseModel] | None = None,
     ) -> ResponseReader:
         """Post one operation with retries; returns a reader that has been fed the whole
         answer (its `close()` yields the result or raises the fault)."""
@@ -231,7 +239,8 @@ class IpsClient:
         while True:
             clipped = deadline - loop.time() < self.retry.attempt_timeout
             try:
-                return await self._attempt(operation, envelope, keep_items, deadline)
+                reader = ResponseReader(operation, keep_items=keep_items, known=known)
+                return await self._attempt(operation, envelope, reader, deadline)
             except IpsError as exc:
                 if clipped and isinstance(exc, IpsTimeout) and error is not None:
                     # Only the time left ran out: report what kept failing (a refused
@@ -251,7 +260,7 @@ class IpsClient:
             attempt += 1
 
     async def _attempt(
-        self, operation: str, envelope: bytes, keep_items: bool, deadline: float
+        self, operation: str, envelope: bytes, reader: ResponseReader, deadline: float
     ) -> ResponseReader:
         """One request. The deadline is kept by httpx's own timeouts and a check between body
         chunks, never by cancelling httpx mid-request: a cancelled request can leave its
@@ -267,7 +276,6 @@ class IpsClient:
             "Accept-Encoding": "gzip",
             "User-Agent": f"{APP_NAME}/{__version__}",
         }
-        reader = ResponseReader(operation, keep_items=keep_items)
         received = 0
         turn_started = loop.time()
         # Reaching IPS and sending the request get an attempt's time; once sent, the answer may

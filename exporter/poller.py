@@ -26,7 +26,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -37,7 +37,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from exporter.client import IpsClient
 from exporter.errors import IpsError, Reason, forget_traceback, tame
 from exporter.joblogs import Plan, sweep
-from exporter.models import CompanyMembership, JobLogSortBy, SortDirection
+from exporter.models import ActiveJob, CompanyMembership, JobLogSortBy, SortDirection
 from exporter.parse import JobLogsResult
 from exporter.snapshot import CompanyTarget, Store
 
@@ -171,6 +171,9 @@ class Poller:
         self._log_targets: dict[str, CompanyTarget] = {}  # job-log polls, by job id
         self._last_log_failure: dict[CompanyTarget, str] = {}
         self._last_failure: dict[CompanyTarget, str] = {}
+        # Each company's jobs of its last good poll, by the fingerprint of their XML: the next
+        # poll reads only the jobs that changed (see ResponseReader).
+        self._known_jobs: dict[CompanyTarget, Mapping[bytes, ActiveJob]] = {}
         self._paused: dict[str | CompanyTarget, Pause] = {}  # by account name, or by company
         self.first_poll_attempted = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
@@ -217,6 +220,7 @@ class Poller:
                       min(self.jitter, self.job_logs.interval / 10))
 
     def _unschedule(self, target: CompanyTarget) -> None:
+        self._known_jobs.pop(target, None)
         for job_id, targets in ((self._job_id(target), self._targets), (self._log_job_id(target), self._log_targets)):
             if targets.pop(job_id, None) is not None:
                 self.scheduler.remove_job(job_id)
@@ -366,10 +370,14 @@ class Poller:
 
     async def _poll_company(self, target: CompanyTarget) -> None:
         client = self.accounts[target.account].client
-        outcome = await self._timed(target, lambda: client.get_active_jobs(target.handle, keep_items=False))
+        known = self._known_jobs.get(target, {})
+        outcome = await self._timed(
+            target, lambda: client.get_active_jobs(target.handle, keep_items=False, known=known)
+        )
         if outcome is None:
             return
         result, started_wall, duration = outcome
+        self._known_jobs[target] = result.fingerprints
         self._log_success(target)
         if result.invalid_records:
             log.warning("company %r: %d invalid job records left out; the first: %s", target.label,

@@ -189,6 +189,46 @@ def test_many_jobs_memory_is_freed_as_read():
     assert len(job_array) == 0
 
 
+def read_knowing(data: bytes, known: dict[bytes, ActiveJob] | None, chunk: int = 4096) -> ResponseReader:
+    reader = ResponseReader("getActiveJobs", keep_items=False, known=known)
+    for start in range(0, len(data), chunk):
+        reader.feed(data[start : start + chunk])
+    reader.close()
+    return reader
+
+
+def test_a_job_whose_xml_did_not_change_is_the_same_model_and_a_changed_one_is_read_again():
+    def answer(pending_of_b: str, items_of_c: int) -> bytes:
+        jobs = [job_xml("a"), job_xml("b", pending=pending_of_b), job_xml("c", items=items_of_c)]
+        return ENVELOPE.format("<jobArray>" + "".join(jobs) + "</jobArray>").encode()
+
+    first = read_knowing(answer("3", 40), {}).result()
+    assert [job.name for job in first.jobs] == ["a", "b", "c"] and len(first.fingerprints) == 3
+    same = read_knowing(answer("3", 40), dict(first.fingerprints)).result()
+    assert all(now is before for now, before in zip(same.jobs, first.jobs, strict=True))
+    # b's pending count changed; c's item list grew, though what is left of it in the tree
+    # (its last entry, the rest freed while streaming) reads the same.
+    changed = read_knowing(answer("4", 45), dict(first.fingerprints)).result()
+    assert changed.jobs[0] is first.jobs[0]
+    assert changed.jobs[1] is not first.jobs[1] and changed.jobs[1].task_progress_array[0].num_pending == 4
+    assert changed.jobs[2] is not first.jobs[2] and changed.jobs[2].task_progress_array[0].item_count == 45
+    assert changed.jobs[2] == read_jobs(answer("4", 45), keep_items=False).result().jobs[2]
+    assert set(changed.fingerprints.values()) == set(changed.jobs)
+
+
+def test_without_fingerprints_of_an_earlier_answer_nothing_is_fingerprinted():
+    data = ENVELOPE.format("<jobArray>" + job_xml("a") + "</jobArray>").encode()
+    assert read_knowing(data, None).result().fingerprints == {}
+
+
+def test_an_invalid_record_is_never_remembered_and_is_counted_at_every_answer():
+    data = ENVELOPE.format("<jobArray>" + job_xml("a", pending="many") + job_xml("b") + "</jobArray>").encode()
+    first = read_knowing(data, {}).result()
+    again = read_knowing(data, dict(first.fingerprints)).result()
+    assert (first.invalid_records, again.invalid_records) == (1, 1)
+    assert [job.name for job in again.jobs] == ["b"] and again.jobs[0] is first.jobs[0]
+
+
 def test_no_cyclic_garbage_collection_runs_while_a_chunk_is_parsed():
     """A chunk's records and models are many objects and no cycle: collections during it would
     only rescan the growing result. The collector is back on after the chunk, and catches up

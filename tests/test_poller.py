@@ -14,7 +14,7 @@ import itertools
 import logging
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,6 +67,7 @@ class FakeClient:
         self.answers = answers
         self.discoveries = itertools.repeat(memberships or []) if discoveries is None else discoveries
         self.calls: list[tuple[str, bool]] = []
+        self.known: list[Mapping[bytes, ActiveJob] | None] = []
 
     async def get_company_memberships(self) -> list[CompanyMembership]:
         answer = next(self.discoveries)
@@ -75,8 +76,11 @@ class FakeClient:
         assert isinstance(answer, list)
         return answer
 
-    async def get_active_jobs(self, company_handle: str, *, keep_items: bool = True) -> ActiveJobsResult:
+    async def get_active_jobs(
+        self, company_handle: str, *, keep_items: bool = True, known: Mapping[bytes, ActiveJob] | None = None
+    ) -> ActiveJobsResult:
         self.calls.append((company_handle, keep_items))
+        self.known.append(known)
         answer = next(self.answers)
         if isinstance(answer, BaseException):
             raise answer
@@ -333,6 +337,17 @@ async def test_a_poll_is_recorded_with_its_start_time_and_duration():
     assert store.state.is_fresh(snapshot, START + 180) and not store.state.is_fresh(snapshot, START + 180.5)
 
 
+async def test_each_poll_is_given_the_fingerprints_of_the_last_good_one():
+    first = ActiveJobsResult((job("a"),), fingerprints={b"a": job("a")})
+    poller, _ = make_poller(first, IpsTimeout("slow"), ActiveJobsResult(()))
+    for _ in range(3):
+        await poller._poll_company(TARGET)
+    # Nothing known at the first poll; a failed poll leaves the last good one's.
+    assert client_of(poller).known == [{}, first.fingerprints, first.fingerprints]
+    poller._unschedule(TARGET)
+    assert TARGET not in poller._known_jobs
+
+
 @pytest.mark.parametrize(("error", "reason"), [
     (IpsTimeout("slow"), Reason.TIMEOUT),
     (IpsConnectionError("refused"), Reason.CONNECTION),
@@ -488,7 +503,9 @@ class CountingClient(FakeClient):
             raise self.membership_error
         return self.memberships
 
-    async def get_active_jobs(self, company_handle: str, *, keep_items: bool = True) -> ActiveJobsResult:
+    async def get_active_jobs(
+        self, company_handle: str, *, keep_items: bool = True, known: Mapping[bytes, ActiveJob] | None = None
+    ) -> ActiveJobsResult:
         self.ips_calls += 1
         await asyncio.sleep(0)  # an answer takes a turn of the loop: polls of two companies overlap
         return await super().get_active_jobs(company_handle, keep_items=keep_items)
@@ -708,7 +725,9 @@ class RetryingClient(FakeClient):
         super().__init__(iter(()))
         self.read: list[weakref.ref[Held]] = []
 
-    async def get_active_jobs(self, company_handle: str, *, keep_items: bool = True) -> ActiveJobsResult:
+    async def get_active_jobs(
+        self, company_handle: str, *, keep_items: bool = True, known: Mapping[bytes, ActiveJob] | None = None
+    ) -> ActiveJobsResult:
         error: Exception | None = None
         for _ in range(2):
             try:
