@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.errors import MAX_TEXT, tame
+from exporter.errors import MAX_TEXT, forget_traceback, tame
 
 
 @pytest.mark.parametrize(("text", "tamed"), [
@@ -28,3 +28,22 @@ def test_an_empty_secret_masks_nothing_and_long_text_is_cut():
     assert len(cut) == MAX_TEXT == 512 and cut == "y" * (MAX_TEXT - 1) + "…"
     # Masking comes first: a secret across the cut is not left half shown.
     assert tame("z" * (MAX_TEXT - 3) + "Pa55word", ("Pa55word",)) == "z" * (MAX_TEXT - 3) + "***"
+
+
+def raised(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+def test_the_frames_of_an_error_its_cause_and_its_context_are_all_dropped():
+    cause, context = raised(ValueError("cause")), raised(KeyError("context"))
+    by_cause = raised(RuntimeError("by cause"))
+    by_cause.__cause__ = cause
+    by_context = raised(RuntimeError("by context"))
+    by_context.__context__ = context
+    for error, earlier in ((by_cause, cause), (by_context, context)):
+        assert error.__traceback__ is not None and earlier.__traceback__ is not None
+        forget_traceback(error)
+        assert error.__traceback__ is None and earlier.__traceback__ is None
