@@ -186,10 +186,11 @@ class ResponseReader:
             return
         fingerprint = None
         if self._known is not None:
-            fingerprint = self._fingerprint(element)
+            item_lists = list(element.iter("{*}taskItemProgressArray"))
+            fingerprint = self._fingerprint(element, item_lists)
             known = self._known.get(fingerprint)
             if known is not None:
-                for entries in element.iter("{*}taskItemProgressArray"):
+                for entries in item_lists:
                     self._cut.pop(entries, None)
                 self._fingerprints[fingerprint] = known
                 self._read.append(known)
@@ -208,13 +209,13 @@ class ResponseReader:
             self._fingerprints[fingerprint] = record
         self._read.append(record)
 
-    def _fingerprint(self, element: etree._Element) -> bytes:
+    def _fingerprint(self, element: etree._Element, item_lists: list[etree._Element]) -> bytes:
         """A digest of all a record's model is made of: its XML as it stands (item lists cut
-        back to their last entry), the item entries already freed from each list, and whether
-        items are kept."""
-        digest = hashlib.blake2b(etree.tostring(element), digest_size=16)
+        back to their last entry; not the whitespace after it), the item entries already freed
+        from each of its `item_lists`, and whether items are kept."""
+        digest = hashlib.blake2b(etree.tostring(element, with_tail=False), digest_size=16)
         digest.update(b"items kept" if self.keep_items else b"items counted")
-        for entries in element.iter("{*}taskItemProgressArray"):
+        for entries in item_lists:
             digest.update(self._cut.get(entries, 0).to_bytes(8, "little"))
         return digest.digest()
 
