@@ -590,7 +590,8 @@ async def test_an_attempt_cut_short_by_the_deadline_reports_what_kept_failing(un
             raise httpx.ReadTimeout("deadline", request=request)
         raise type(unclipped)(str(unclipped), request=request)
 
-    retry = RetryPolicy(deadline=0.5, attempt_timeout=0.4, initial_backoff=0.001, max_backoff=0.001)
+    # A second of margin before the first attempt is clipped: a slow runner (mutmut) took the 0.1 s there was.
+    retry = RetryPolicy(deadline=1.5, attempt_timeout=0.4, initial_backoff=0.05, max_backoff=0.05)
     async with IpsClient(ENDPOINT, "ops@example.com", PASSWORD, retry=retry,
                          transport=httpx.MockTransport(answer)) as client:
         with pytest.raises(expected):
