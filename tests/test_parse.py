@@ -216,6 +216,16 @@ def test_a_job_whose_xml_did_not_change_is_the_same_model_and_a_changed_one_is_r
     assert set(changed.fingerprints.values()) == set(changed.jobs)
 
 
+def test_a_known_job_is_known_whatever_whitespace_follows_it_and_leaves_no_freed_count_behind():
+    spaced = ENVELOPE.format("<jobArray>" + job_xml("a", items=40) + "\n  " + job_xml("b") + "</jobArray>").encode()
+    packed = ENVELOPE.format("<jobArray>" + job_xml("a", items=40) + job_xml("b") + "</jobArray>").encode()
+    first = read_knowing(spaced, {}).result()
+    reader = read_knowing(packed, dict(first.fingerprints))
+    assert all(now is before for now, before in zip(reader.result().jobs, first.jobs, strict=True))
+    # The counts of item entries freed from a known job's lists are dropped as it is taken.
+    assert reader._cut == {}
+
+
 def test_without_fingerprints_of_an_earlier_answer_nothing_is_fingerprinted():
     data = ENVELOPE.format("<jobArray>" + job_xml("a") + "</jobArray>").encode()
     assert read_knowing(data, None).result().fingerprints == {}
