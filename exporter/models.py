@@ -67,6 +67,14 @@ TaskStateValue = Annotated[TaskState | str, PlainValidator(_known_task_state, js
 JobStateValue = Annotated[JobState | str, PlainValidator(_known_job_state, json_schema_input_type=str)]
 
 
+# Every model of a kind given the same fields shares one set of their names, as pydantic keeps it
+# per instance: a set of 16 names takes 728 bytes, more than the job's values, so shared it makes a
+# 10,000-job State 45% smaller. Bounded: which fields are given comes from the answer. Nothing
+# mutates it: the models are frozen, and pydantic copies it before a `model_copy(update=...)`.
+_MAX_SHARED_FIELD_SETS = 256
+_shared_field_sets: dict[frozenset[str], set[str]] = {}
+
+
 class IpsModel(BaseModel):
     model_config = ConfigDict(
         frozen=True,
@@ -74,6 +82,16 @@ class IpsModel(BaseModel):
         populate_by_name=True,
         extra="ignore",
     )
+
+    def model_post_init(self, context: Any, /) -> None:
+        given = self.__pydantic_fields_set__
+        key = frozenset(given)
+        shared = _shared_field_sets.get(key)
+        if shared is None:
+            if len(_shared_field_sets) < _MAX_SHARED_FIELD_SETS:
+                _shared_field_sets[key] = given
+        else:
+            object.__setattr__(self, "__pydantic_fields_set__", shared)
 
 
 class TaskItemProgress(IpsModel):

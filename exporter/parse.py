@@ -31,6 +31,7 @@ from exporter.soap import (
     hardened_pull_parser,
     iter_children,
     local_name,
+    memoised_local_name,
     split_tag,
 )
 from exporter.versions import is_ips_namespace
@@ -226,11 +227,13 @@ def job_record(
     """An ActiveJob element as a mapping of wire names; job-detail elements are left out."""
     record: dict[str, Any] = {}
     for child in element:
-        name = local_name(child.tag)
+        tag = child.tag
+        name = memoised_local_name(tag) or local_name(tag)
         if name == "taskProgressArray":
             record[name] = [task_record(task, keep_items, cut) for task in iter_children(child, "items")]
         elif len(child) == 0:
-            record[name] = child.text or ""
+            text = child.text or ""
+            record[name] = (_shared_texts.get(text) or _shared(text)) if name in _REPEATING else text
     return record
 
 
@@ -241,14 +244,33 @@ def task_record(
     entries already freed from its item list, which are counted too)."""
     record: dict[str, Any] = {}
     for child in element:
-        name = local_name(child.tag)
+        tag = child.tag
+        name = memoised_local_name(tag) or local_name(tag)
         if name == "taskItemProgressArray":
             record["itemCount"] = len(child) + (cut.pop(child, 0) if cut else 0)
             if keep_items:
                 record[name] = [_leaf_record(item) for item in child]
         elif len(child) == 0:
-            record[name] = child.text or ""
+            text = child.text or ""
+            record[name] = (_shared_texts.get(text) or _shared(text)) if name in _REPEATING else text
     return record
+
+
+# Fields whose values repeat from job to job (the company, a job type, a server, a message): one
+# string per value rather than one per job, a few MiB of a 10,000-job State. Bounded, as the
+# values come from the answer.
+_REPEATING = frozenset(
+    {"companyHandle", "type", "submitUserEmail", "locale", "serverName", "progressMessage", "taskType", "description"}
+)
+_MAX_SHARED_TEXTS = 4096
+_MAX_SHARED_TEXT_LENGTH = 256
+_shared_texts: dict[str, str] = {}
+
+
+def _shared(text: str) -> str:
+    if len(_shared_texts) < _MAX_SHARED_TEXTS and len(text) <= _MAX_SHARED_TEXT_LENGTH:
+        _shared_texts[text] = text
+    return text
 
 
 def _leaf_record(element: etree._Element) -> dict[str, str]:

@@ -47,6 +47,11 @@ def local_name(tag: object) -> str:
     return name
 
 
+# For the loops over every element of an answer: `memoised_local_name(tag) or local_name(tag)`
+# spares a call per element once a tag has been seen.
+memoised_local_name = _LOCAL_NAMES.get
+
+
 def add_text_child(parent: etree._Element, tag: str, text: str) -> etree._Element:
     """Append `<tag>text</tag>`; the XML library escapes what needs escaping."""
     child = etree.SubElement(parent, tag)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
+from exporter import models, parse
 from exporter.errors import ApiFault, AuthenticationFault, AuthorizationFault, MalformedResponse
 from exporter.models import ActiveJob, Company, CompanyMembership, JobState, TaskProgress, TaskState
 from exporter.parse import ResponseReader, check_job_array, companies_from_membership, read_document
@@ -187,6 +188,48 @@ def test_many_jobs_memory_is_freed_as_read():
     assert max(held) == 1
     (job_array,) = root
     assert len(job_array) == 0
+
+
+JOB_FIELDS_GIVEN = {
+    "company_handle", "job_handle", "name", "original_name", "job_type", "state", "submit_user_email",
+    "server_name", "start_date", "trigger_time", "total_size", "progress", "progress_message",
+    "last_progress_update", "task_progress_array",
+}
+
+
+def test_jobs_share_each_repeating_value_and_the_set_of_their_given_fields_and_read_the_same():
+    body = "<jobArray>" + "".join(job_xml(f"job{i}", message="Uploading") for i in range(3)) + "</jobArray>"
+    first, second, third = read_jobs(ENVELOPE.format(body).encode(), chunk=97).result().jobs
+    for name in ("company_handle", "job_type", "submit_user_email", "server_name", "progress_message"):
+        assert getattr(first, name) is getattr(second, name) is getattr(third, name)
+    tasks = [job.task_progress_array[0] for job in (first, second, third)]
+    assert tasks[0].task_type is tasks[1].task_type is tasks[2].task_type == UPLOAD
+    assert [job.name for job in (first, second, third)] == ["job0", "job1", "job2"]
+    assert first.model_fields_set is second.model_fields_set == JOB_FIELDS_GIVEN
+    assert tasks[0].model_fields_set is tasks[2].model_fields_set
+    assert set(first.model_dump(exclude_unset=True)) == JOB_FIELDS_GIVEN
+    # A copy with a field updated has a set of its own; the jobs it was shared with keep theirs.
+    copied = first.model_copy(update={"description": "d"})
+    assert copied.model_fields_set == JOB_FIELDS_GIVEN | {"description"}
+    assert first.model_fields_set == second.model_fields_set == JOB_FIELDS_GIVEN
+
+
+def test_what_jobs_share_is_bounded(monkeypatch):
+    monkeypatch.setattr(parse, "_shared_texts", {})
+    monkeypatch.setattr(parse, "_MAX_SHARED_TEXTS", 3)
+    monkeypatch.setattr(models, "_shared_field_sets", {})
+    monkeypatch.setattr(models, "_MAX_SHARED_FIELD_SETS", 0)
+    long = "m" * 257
+    body = "<jobArray>" + "".join(job_xml(f"job{i}", message=long if i < 2 else f"m{i % 3}") for i in range(8))
+    jobs = read_jobs(ENVELOPE.format(body + "</jobArray>").encode()).result().jobs
+    assert len(parse._shared_texts) == 3 and long not in parse._shared_texts
+    assert jobs[0].progress_message == jobs[1].progress_message == long
+    assert jobs[0].progress_message is not jobs[1].progress_message
+    assert jobs[2].progress_message == jobs[5].progress_message == "m2"
+    assert jobs[2].progress_message is not jobs[5].progress_message
+    assert jobs[0].model_fields_set == jobs[1].model_fields_set == JOB_FIELDS_GIVEN
+    assert jobs[0].model_fields_set is not jobs[1].model_fields_set
+    assert models._shared_field_sets == {}
 
 
 def read_knowing(data: bytes, known: dict[bytes, ActiveJob] | None, chunk: int = 4096) -> ResponseReader:
