@@ -693,12 +693,14 @@ class Bench:
         outputs = [p.communicate(timeout=seconds + 120)[0] for p in procs]
         latencies: list[float] = []
         errors: list[str] = []
+        error_count = 0
         for out in outputs:
             data = json.loads(out.strip().splitlines()[-1])
             latencies.extend(data["latencies"])
             errors.extend(data["errors"])
+            error_count += data["error_count"]
         return {"scrapers": self.scrapers, "processes": self.workers, "seconds": seconds,
-                "scrapes": len(latencies), "scrape_errors": len(errors), "error_samples": errors[:5],
+                "scrapes": len(latencies), "scrape_errors": error_count, "error_samples": errors[:5],
                 "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99), "max_s": max(latencies)}
 
     def load_phase(self) -> None:
