@@ -215,18 +215,26 @@ def test_jobs_share_each_repeating_value_and_the_set_of_their_given_fields_and_r
 
 
 def test_what_jobs_share_is_bounded(monkeypatch):
+    def messages(*texts: str) -> list[ActiveJob]:
+        body = "<jobArray>" + "".join(job_xml(f"job{i}", message=text) for i, text in enumerate(texts))
+        return list(read_jobs(ENVELOPE.format(body + "</jobArray>").encode()).result().jobs)
+
+    monkeypatch.setattr(parse, "_shared_texts", {})
+    longest, long = "m" * 256, "m" * 257
+    jobs = messages(longest, longest, long, long)
+    assert jobs[0].progress_message is jobs[1].progress_message == longest
+    assert jobs[2].progress_message == jobs[3].progress_message == long
+    assert jobs[2].progress_message is not jobs[3].progress_message
+    assert long not in parse._shared_texts
+
     monkeypatch.setattr(parse, "_shared_texts", {})
     monkeypatch.setattr(parse, "_MAX_SHARED_TEXTS", 3)
     monkeypatch.setattr(models, "_shared_field_sets", {})
     monkeypatch.setattr(models, "_MAX_SHARED_FIELD_SETS", 0)
-    long = "m" * 257
-    body = "<jobArray>" + "".join(job_xml(f"job{i}", message=long if i < 2 else f"m{i % 3}") for i in range(8))
-    jobs = read_jobs(ENVELOPE.format(body + "</jobArray>").encode()).result().jobs
-    assert len(parse._shared_texts) == 3 and long not in parse._shared_texts
-    assert jobs[0].progress_message == jobs[1].progress_message == long
+    jobs = messages("sending", "sending")
+    assert len(parse._shared_texts) == 3 and "sending" not in parse._shared_texts
+    assert jobs[0].progress_message == jobs[1].progress_message == "sending"
     assert jobs[0].progress_message is not jobs[1].progress_message
-    assert jobs[2].progress_message == jobs[5].progress_message == "m2"
-    assert jobs[2].progress_message is not jobs[5].progress_message
     assert jobs[0].model_fields_set == jobs[1].model_fields_set == JOB_FIELDS_GIVEN
     assert jobs[0].model_fields_set is not jobs[1].model_fields_set
     assert models._shared_field_sets == {}
