@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import gzip
 import hashlib
@@ -28,7 +29,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,8 @@ GZIP, PLAIN = "gzip", "plain"
 # the load test's poll timeout whatever the exporter did. Niced, they take what the exporter and
 # the simulator leave, as a remote load would. The limit is measured under the same load.
 LOAD_NICENESS = 10
+# getActiveJobs answers the load test's IPS replays in turn (see cmd_replay), recorded a poll apart.
+REPLAYED = 4
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -116,6 +120,14 @@ def scrape(port: int, encoding: str, timeout: float = 120.0, path: str = "/metri
     finally:
         conn.close()
     return time.perf_counter() - started, body
+
+
+def first_json(log_path: Path, into: dict[str, Any]) -> bool:
+    """Whether a helper process has logged its first JSON line (its port); read into `into`."""
+    lines = [line for line in log_path.read_text().splitlines() if line.startswith("{")]
+    if lines:
+        into.update(json.loads(lines[0]))
+    return bool(lines)
 
 
 def text_of(body: bytes) -> bytes:
@@ -325,6 +337,76 @@ def cmd_poll_limit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """IPS as the load test sees it: on another machine. Every request is passed to the simulator
+    (`upstream`), and its first `record` getActiveJobs answers are kept as they came (gzip); from
+    then on getActiveJobs is answered with them in turn, so that the simulator, idle, takes none
+    of the 2 CPUs the exporter and the scrapers share, and the counts still change at every poll.
+    `GET /replay` tells how many answers were recorded and replayed."""
+    import httpx
+
+    recorded: list[tuple[str, str, bytes]] = []  # content type, content encoding, body as sent
+    served = [0]
+
+    async def forward(client: httpx.AsyncClient, path: str, headers: dict[str, str],
+                      body: bytes) -> tuple[int, str, str, bytes]:
+        passed = {k: v for k, v in headers.items() if k in ("content-type", "soapaction", "accept-encoding",
+                                                           "user-agent", "authorization")}
+        request = client.build_request("POST", args.upstream.rstrip("/") + path, headers=passed, content=body)
+        response = await client.send(request, stream=True)
+        try:
+            raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        finally:
+            await response.aclose()
+        return (response.status_code, response.headers.get("content-type", "text/xml"),
+                response.headers.get("content-encoding", ""), raw)
+
+    async def answer(writer: asyncio.StreamWriter, status: int, content_type: str, encoding: str,
+                     body: bytes) -> None:
+        head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Answer'}", f"Content-Type: {content_type}",
+                f"Content-Length: {len(body)}"] + ([f"Content-Encoding: {encoding}"] if encoding else [])
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+
+    async def serve(client: httpx.AsyncClient, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, path = lines[0].split(" ")[:2]
+                fields = (line.partition(":") for line in lines[1:] if line)
+                headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if method == "GET" and path == "/replay":
+                    status = json.dumps({"recorded": len(recorded), "replayed": served[0]}).encode()
+                    await answer(writer, 200, "application/json", "", status)
+                    continue
+                active_jobs = headers.get("soapaction", "").strip('"') == "getActiveJobs"
+                if active_jobs and len(recorded) >= args.record:
+                    content_type, encoding, raw = recorded[served[0] % len(recorded)]
+                    served[0] += 1
+                    await answer(writer, 200, content_type, encoding, raw)
+                    continue
+                status_code, content_type, encoding, raw = await forward(client, path, headers, body)
+                if active_jobs and status_code == 200 and len(recorded) < args.record:
+                    recorded.append((content_type, encoding, raw))
+                await answer(writer, status_code, content_type, encoding, raw)
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=120, trust_env=False) as client:
+            server = await asyncio.start_server(functools.partial(serve, client), "127.0.0.1", 0)
+            print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+            await server.serve_forever()
+
+    asyncio.run(main())
+    return 0
+
+
 def cmd_cpu(args: argparse.Namespace) -> int:
     """Parse cost without the network, over one saved response, in 64 KiB chunks: the
     exporter's reader + snapshot beside expat with no handler. Median of `reps` runs."""
@@ -485,14 +567,14 @@ class Bench:
         self.result["active_jobs"] = jobs
         log(f"{self.jobs} jobs: polling company {self.label!r} ({jobs} active jobs)")
 
-    def exporter(self, name: str, interval: str, timeout: str,
-                 max_age: str) -> contextlib.AbstractContextManager[Process]:
+    def exporter(self, name: str, interval: str, timeout: str, max_age: str,
+                 endpoint: str | None = None) -> contextlib.AbstractContextManager[Process]:
         port = free_port()
         config = self.work / f"{name}.yml"
         config.write_text(
             "accounts:\n"
             # 2016-01-14-beta: the exporter asks for waiting jobs too, as it did at every version before.
-            f"  - {{name: bench, endpoint: '{self.endpoint}', user: {USER}, password: {PASSWORD}, "
+            f"  - {{name: bench, endpoint: '{endpoint or self.endpoint}', user: {USER}, password: {PASSWORD}, "
             f"api_version: 2016-01-14-beta, max_response_size: {MAX_RESPONSE}}}\n"
             f"poll: {{interval: {interval}, timeout: {timeout}, max_age: {max_age}, max_series: {MAX_SERIES}, "
             f"max_total_response_size: {MAX_RESPONSE}}}\n"
@@ -501,6 +583,25 @@ class Bench:
         )
         self.exporter_port = port
         return self.start(name, exporter_command("run", f"--config.file={config}"), lambda: port_open(port))
+
+    @contextlib.contextmanager
+    def replayed(self) -> Iterator[str]:
+        """The simulator behind `_replay` (IPS as if on another machine); yields the endpoint."""
+        name, info = f"replay-{self.jobs}", {}
+        base = urllib.parse.urlsplit(self.endpoint)
+        args = self_command("_replay", "--upstream", f"{base.scheme}://{base.netloc}", "--record", str(REPLAYED))
+        with self.start(name, args, lambda: first_json(self.work / f"{name}.log", info)):
+            self.replay_port = info["port"]
+            yield f"http://127.0.0.1:{info['port']}{base.path}"
+
+    def replay_status(self) -> dict[str, int]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.replay_port, timeout=30)
+        try:
+            conn.request("GET", "/replay")
+            status: dict[str, int] = json.loads(conn.getresponse().read())
+            return status
+        finally:
+            conn.close()
 
     def wait_polled(self, timeout: float) -> bytes:
         """Until the exporter exports the company's jobs; returns that gzip scrape."""
@@ -555,12 +656,6 @@ class Bench:
             (self.work / "body.gz").write_bytes(bodies[GZIP])
             log(f"{self.jobs} jobs: exposition {series_count(text)} series, {len(text) / MIB:.1f} MiB plain, "
                 f"{len(bodies[GZIP]) / MIB:.2f} MiB gzip; exporter RSS {status['VmRSS'] / MIB:.0f} MiB")
-
-            def first_json(log_path: Path, into: dict[str, Any]) -> bool:
-                lines = [line for line in log_path.read_text().splitlines() if line.startswith("{")]
-                if lines:
-                    into.update(json.loads(lines[0]))
-                return bool(lines)
 
             base_args = self_command("_baseline", "--endpoint", self.endpoint, "--company", self.company,
                                      "--label", self.label)
@@ -706,7 +801,8 @@ class Bench:
     def load_phase(self) -> None:
         interval, timeout = self.load_poll
         started = time.monotonic()
-        with self.exporter(f"exporter-load-{self.jobs}", f"{interval:g}s", f"{timeout:g}s", "60s") as ours:
+        with self.replayed() as endpoint, \
+                self.exporter(f"exporter-load-{self.jobs}", f"{interval:g}s", f"{timeout:g}s", "60s", endpoint) as ours:
             try:
                 self.wait_polled(90)
                 polled_before_load = True
@@ -714,6 +810,9 @@ class Bench:
                 polled_before_load = False  # measured anyway: the failures are the finding
             # The next job-log poll is job_logs.interval (5 min) away: the load meets none.
             job_logs = self.wait_job_logs(300, started)
+            wait_until(lambda: self.replay_status()["recorded"] >= REPLAYED, interval * (REPLAYED + 2) + 60,
+                       "the replay to record the simulator's answers", 0.5)
+            replayed_before = self.replay_status()["replayed"]
             for _ in range(2):
                 scrape(self.exporter_port, GZIP)
             stop = threading.Event()
@@ -755,6 +854,7 @@ class Bench:
             after = health()
             polls.setdefault(after["last"], after["duration"])
             hwm = proc_status(ours.pid)["VmHWM"]
+            replayed = self.replay_status()["replayed"] - replayed_before
         starts = sorted(t for t in polls if t >= before["last"] and t > 0)
         gaps = [b - a for a, b in itertools.pairwise(starts)]
         jitter = min(interval / 10, 5.0)  # the poller's
@@ -765,6 +865,7 @@ class Bench:
         self.result["load"] = {
             **result, "poll_interval_s": interval, "poll_timeout_s": timeout,
             "polled_before_load": polled_before_load, "job_logs_first_poll": job_logs,
+            "ips_answers_replayed": replayed, "ips_answers_recorded": REPLAYED,
             "polls": after["polls"] - before["polls"], "poll_errors": error_delta, "skipped": skipped,
             "failed": sum(error_delta.values()) - skipped,
             "successful_poll_starts_seen": len(starts) - 1, "poll_start_gaps_s": gaps, "late_polls": len(late),
@@ -1075,6 +1176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu.add_argument("--previous", help="an earlier answer: ours is also timed knowing its jobs")
     cpu.add_argument("--reps", type=int, default=5)
     cpu.add_argument("--profile", action="store_true")
+    replay = sub.add_parser("_replay")
+    replay.add_argument("--upstream", required=True)
+    replay.add_argument("--record", type=int, required=True)
     worker = sub.add_parser("_load-worker")
     worker.add_argument("--port", type=int, required=True)
     worker.add_argument("--threads", type=int, required=True)
@@ -1089,6 +1193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run, "_baseline": cmd_baseline, "_limit": cmd_limit, "_poll-ours": cmd_poll_ours,
         "_poll-limit": cmd_poll_limit, "_cpu": cmd_cpu, "_load-worker": cmd_load_worker,
+        "_replay": cmd_replay,
     }
     return commands[args.command](args)
 
