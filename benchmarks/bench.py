@@ -1079,6 +1079,8 @@ def markdown(report: dict[str, Any]) -> str:
             lambda r: f"{r['load']['scrapes']:,} ({r['load']['scrape_errors']} errors)"),
         row("load: scrape p50 / p99 / max", lambda r: latencies(r["load"])),
         row("load: scrape p99, ours / limit", lambda r: f"{r['load']['p99_s'] / r['load_limit']['p99_s']:.2f}x"),
+        row("load: getActiveJobs answers replayed (of the simulator's, recorded a poll apart)",
+            lambda r: f"{r['load'].get('ips_answers_replayed', 0)} (of {r['load'].get('ips_answers_recorded', 0)})"),
         row("load: polls / skipped / failed (reasons) / late",
             lambda r: f"{r['load']['polls']:g} / {r['load']['skipped']:g} / {r['load']['failed']:g} "
                       f"({reasons(r['load'])}) / {r['load']['late_polls']}"),
