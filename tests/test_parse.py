@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from lxml import etree
 from pydantic import ValidationError
 
 from exporter import models, parse
@@ -197,9 +198,12 @@ JOB_FIELDS_GIVEN = {
 }
 
 
-def test_jobs_share_each_repeating_value_and_the_set_of_their_given_fields_and_read_the_same():
+def test_jobs_share_each_repeating_value_and_the_set_of_their_given_fields_and_read_the_same(monkeypatch):
+    monkeypatch.setattr(parse, "_shared_texts", {})
+    monkeypatch.setattr(models, "_shared_field_sets", {})
     body = "<jobArray>" + "".join(job_xml(f"job{i}", message="Uploading") for i in range(3)) + "</jobArray>"
     first, second, third = read_jobs(ENVELOPE.format(body).encode(), chunk=97).result().jobs
+    assert set(parse._shared_texts) == {"c|1", "UrlUpload", "u@example.com", "s1", "Uploading", UPLOAD, ""}
     for name in ("company_handle", "job_type", "submit_user_email", "server_name", "progress_message"):
         assert getattr(first, name) is getattr(second, name) is getattr(third, name)
     tasks = [job.task_progress_array[0] for job in (first, second, third)]
@@ -339,6 +343,26 @@ def test_a_long_item_list_is_cut_back_as_it_streams_and_still_counted(keep_items
         assert len(big.task_item_progress_array) == 5000 and max(held) == 0  # nothing cut: all kept
     else:
         assert big.task_item_progress_array == () and max(held) == 1
+
+
+def test_a_job_read_while_the_next_one_s_item_list_is_cut_back_counts_only_its_own_items():
+    whole = ENVELOPE.format("<jobArray>" + job_xml("small", items=1) + job_xml("big", items=50)
+                            + "</jobArray>").encode()
+    # The first piece ends within the big job's item list: in one drain that list is cut back,
+    # then the small job, complete and with one item (nothing to cut), is read.
+    middle = whole.index(b"<items><itemName>", whole.index(b"<name>big</name>")) + 20 * 150
+    reader = ResponseReader("getActiveJobs", keep_items=False)
+    reader.feed(whole[:middle])
+    assert reader._cut and [job.name for job in reader._read] == ["small"]
+    reader.feed(whole[middle:])
+    reader.close()
+    small, big = (job.task_progress_array[0] for job in reader.result().jobs)
+    assert (small.item_count, big.item_count) == (1, 50)
+
+
+def test_a_record_read_on_its_own_counts_its_items():
+    record = parse.job_record(etree.fromstring(job_xml("j", items=4)), keep_items=False)
+    assert record["taskProgressArray"][0]["itemCount"] == 4
 
 
 @pytest.mark.parametrize(
