@@ -12,7 +12,7 @@ import pytest
 from lxml import etree
 from pydantic import ValidationError
 
-from exporter import models, parse
+from exporter import models, parse, soap
 from exporter.errors import ApiFault, AuthenticationFault, AuthorizationFault, MalformedResponse
 from exporter.models import ActiveJob, Company, CompanyMembership, JobState, TaskProgress, TaskState
 from exporter.parse import ResponseReader, check_job_array, companies_from_membership, read_document
@@ -358,6 +358,12 @@ def test_a_job_read_while_the_next_one_s_item_list_is_cut_back_counts_only_its_o
     reader.close()
     small, big = (job.task_progress_array[0] for job in reader.result().jobs)
     assert (small.item_count, big.item_count) == (1, 50)
+
+
+def test_tags_never_seen_before_are_read_by_their_local_names():
+    soap._LOCAL_NAMES.clear()  # a memo: as in a process that has read nothing yet
+    (job,) = read_jobs(ENVELOPE.format("<jobArray>" + job_xml("j") + "</jobArray>").encode()).result().jobs
+    assert (job.job_handle, job.task_progress_array[0].num_pending) == ("j|j", 3)
 
 
 def test_a_record_read_on_its_own_counts_its_items():
