@@ -21,8 +21,10 @@ UPLOAD = "com.scene7.upload.UploadAsyncTaskMonitor"
 AUTOSET = "com.scene7.autoset.AutoSetAsyncTaskMonitor"
 
 
-def read_jobs(data: bytes, chunk: int = 0, keep_items: bool = True) -> ResponseReader:
-    reader = ResponseReader("getActiveJobs", keep_items=keep_items)
+def read_jobs(
+    data: bytes, chunk: int = 0, keep_items: bool = True, known: dict[bytes, ActiveJob] | None = None
+) -> ResponseReader:
+    reader = ResponseReader("getActiveJobs", keep_items=keep_items, known=known)
     step = chunk or len(data) or 1
     for start in range(0, len(data), step):
         reader.feed(data[start : start + step])
@@ -245,11 +247,7 @@ def test_what_jobs_share_is_bounded(monkeypatch):
 
 
 def read_knowing(data: bytes, known: dict[bytes, ActiveJob] | None, chunk: int = 4096) -> ResponseReader:
-    reader = ResponseReader("getActiveJobs", keep_items=False, known=known)
-    for start in range(0, len(data), chunk):
-        reader.feed(data[start : start + chunk])
-    reader.close()
-    return reader
+    return read_jobs(data, chunk, keep_items=False, known=known)
 
 
 def test_a_job_whose_xml_did_not_change_is_the_same_model_and_a_changed_one_is_read_again():
