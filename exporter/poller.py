@@ -196,6 +196,12 @@ class Poller:
         if self._running:
             await asyncio.wait(self._running, timeout=2)
 
+    def next_poll(self, target: CompanyTarget) -> float | None:
+        """When the company's next poll is due (Unix seconds), if it is scheduled."""
+        job = self.scheduler.get_job(self._job_id(target)) if self.scheduler.running else None
+        due = getattr(job, "next_run_time", None)
+        return due.timestamp() if isinstance(due, datetime) else None
+
     @staticmethod
     def _job_id(target: CompanyTarget) -> str:
         return f"{target.account}\x00{target.handle}"

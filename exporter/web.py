@@ -1,37 +1,41 @@
-"""The exporter's HTTP routes: /metrics, the landing page, /healthz and /readyz.
+"""The exporter's HTTP routes: /metrics, the jobs page and its JSON API, /healthz and /readyz.
 
 The handler only serves: /metrics hands out the bytes `exposition` keeps for the current
-State, the other pages read the State. Nothing here calls IPS or waits on a poll.
+State, the jobs page and `/api/v1/` read the State through `JobsView`. Nothing here calls IPS
+or waits on a poll.
 """
 
 from __future__ import annotations
 
-import html
-import time
+import json
 from collections.abc import Callable
+from importlib import resources
+from typing import Any
 
-from exporter import APP_NAME, __version__
+from exporter import page
 from exporter.exposition import Exposition
 from exporter.httpserver import Request, Response
-from exporter.snapshot import CompanySnapshot, Store
+from exporter.jobsview import BadQuery, JobsView, Query
 
 HTML = "text/html; charset=utf-8"
+JSON = "application/json"
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})  # answered without basic auth if so configured
+STATIC_TYPES = {"jobs.css": "text/css; charset=utf-8", "jobs.js": "text/javascript; charset=utf-8"}
+_NO_SNIFF = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
+_PAGE_HEADERS = (("Content-Security-Policy", page.CSP), ("Referrer-Policy", "no-referrer"), *_NO_SNIFF)
+
+
+def _static_files() -> dict[str, bytes]:
+    folder = resources.files("exporter") / "static"
+    return {name: (folder / name).read_bytes() for name in STATIC_TYPES if (folder / name).is_file()}
 
 
 class WebApp:
-    def __init__(
-        self,
-        exposition: Exposition,
-        store: Store,
-        *,
-        ready: Callable[[], bool],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, exposition: Exposition, jobs: JobsView, *, ready: Callable[[], bool]) -> None:
         self.exposition = exposition
-        self.store = store
+        self.jobs = jobs
         self.ready = ready
-        self.clock = clock
+        self.static = _static_files()
 
     async def handle(self, request: Request) -> Response:
         if request.path == "/metrics":
@@ -43,8 +47,26 @@ class WebApp:
                 return Response(200, b"ready\n")
             return Response(503, b"not ready: no poll attempted yet\n")
         if request.path == "/":
-            return Response(200, self.landing_page().encode("utf-8"), HTML)
+            return self._answer(request, lambda query: page.render(
+                self.jobs.page(query), self.jobs.status(), self.jobs.filters()).encode("utf-8"), HTML)
+        if request.path == "/api/v1/jobs":
+            return self._answer(request, lambda query: _json(self.jobs.page(query).as_json()), JSON)
+        if request.path == "/api/v1/status":
+            return Response(200, _json(self.jobs.status()), JSON, _NO_SNIFF)
+        if request.path.startswith("/static/") and request.path[8:] in self.static:
+            name = request.path[8:]
+            return Response(200, self.static[name], STATIC_TYPES[name], (("X-Content-Type-Options", "nosniff"),))
         return Response(404, b"not found\n")
+
+    @staticmethod
+    def _answer(request: Request, body: Callable[[Query], bytes], content_type: str) -> Response:
+        try:
+            query = Query.from_params(request.query)
+        except BadQuery as exc:
+            if content_type == JSON:
+                return Response(400, _json({"error": str(exc)}), JSON, _NO_SNIFF)
+            return Response(400, f"bad query: {exc}\n".encode(), headers=_NO_SNIFF)
+        return Response(200, body(query), content_type, _PAGE_HEADERS if content_type == HTML else _NO_SNIFF)
 
     async def metrics(self, request: Request) -> Response:
         variant = self.exposition.negotiate(request.headers.get("accept"), request.headers.get("accept-encoding"))
@@ -55,27 +77,6 @@ class WebApp:
             headers += (("Content-Encoding", "gzip"),)
         return Response(200, body, variant.content_type, headers)
 
-    def landing_page(self) -> str:
-        now = self.clock()
-        rows = "\n".join(self._row(company, now) for company in self.store.state.companies)
-        return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{APP_NAME}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em 1em;text-align:left}}</style>
-</head><body>
-<h1>{APP_NAME}</h1>
-<p>Prometheus exporter for Adobe Scene7 IPS job progress, version {html.escape(__version__)}.</p>
-<p><a href="/metrics">Metrics</a> &middot; <a href="/healthz">Health</a> &middot; <a href="/readyz">Readiness</a></p>
-<table><tr><th>Company</th><th>Last poll</th><th>Age</th><th>Active jobs</th></tr>
-{rows}
-</table></body></html>
-"""
 
-    @staticmethod
-    def _row(company: CompanySnapshot, now: float) -> str:
-        if company.attempted_at is None:
-            result, age = "not polled yet", "-"
-        else:
-            result = "ok" if company.up else f"failed ({company.last_error})"
-            age = f"{now - company.attempted_at:.0f}s ago"
-        cells = (company.target.label, result, age, str(len(company.jobs)))
-        return "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("utf-8")

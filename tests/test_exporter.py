@@ -135,7 +135,7 @@ async def test_scrape_serves_every_company_and_answers_every_format():
         assert (await get(exporter, "/healthz")).status_code == 200
         assert (await get(exporter, "/readyz")).status_code == 200
         landing = await get(exporter, "/")
-        assert "Bits &amp; &quot;Bytes&quot; &lt;EU&gt;" in landing.text and "/metrics" in landing.text
+        assert "Bits &amp; &quot;Bytes&quot; &lt;EU&gt;" in landing.text and 'href="metrics"' in landing.text
         assert (await get(exporter, "/nope")).status_code == 404
 
 
@@ -444,13 +444,14 @@ async def test_the_password_never_appears_on_any_page(caplog):
             await eventually(all_up, exporter)
             sim.faults.set(kind="authentication")
             await eventually(lambda s: errors(s, "authentication") >= 1, exporter)
-            pages = [(await get(exporter, path)).text for path in ("/", "/metrics", "/healthz", "/readyz")]
+            pages = [(await get(exporter, path)).text
+                     for path in ("/", "/metrics", "/healthz", "/readyz", "/api/v1/status", "/api/v1/jobs")]
             await exporter.reload(settings)  # ends the pause the refusal began
             # IPS echoing the request in a fault: the password is masked wherever the text goes.
             sim.faults.set(kind="api", reason=f"Invalid request XML: <password>{secret}</password> ({secret})")
             await eventually(lambda s: errors(s, "api_fault") >= 1, exporter)
             landing = (await get(exporter, "/")).text
-            pages.append(landing)
+            pages += [landing, (await get(exporter, "/api/v1/status")).text]
     assert "Invalid request XML: &lt;password&gt;***&lt;/password&gt; (***)" in landing
     assert not any(secret in text for text in [*pages, caplog.text, repr(settings)])
 

@@ -1,0 +1,277 @@
+"""The jobs page and its JSON API: what is stuck or failing first, ETAs from measured rates,
+server-side filters and pages, every IPS name shown as text, and the API as its schema says."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+from xml.sax.saxutils import escape
+
+import jsonschema
+import pytest
+from lxml import html as lxml_html
+from servers import all_up, eventually, exporting, get, settings_for, simulated
+from test_parse import ENVELOPE, job_xml
+
+from exporter import page
+from exporter.errors import Reason
+from exporter.jobsview import MAX_PER_PAGE, STUCK_AFTER_SECONDS, BadQuery, JobsView, Query
+from exporter.models import ActiveJob
+from exporter.parse import ResponseReader, check_job_array
+from exporter.rates import TIME_CONSTANT_SECONDS, Measure, ProgressRates, eta_seconds
+from exporter.snapshot import CompanyTarget, Store
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "api-v1.schema.json").read_text())
+UPDATED = datetime(2026, 11, 26, 6, 0, tzinfo=UTC).timestamp()  # lastProgressUpdate in job_xml
+ACME = CompanyTarget("demo", "c|1", "Acme")
+BITS = CompanyTarget("demo", "c|2", 'Bits & "Bytes" <EU>')
+
+
+def parsed(*xml: str) -> tuple[ActiveJob, ...]:
+    reader = ResponseReader("getActiveJobs", keep_items=False)
+    reader.feed(ENVELOPE.format("<jobArray>" + "".join(xml) + "</jobArray>").encode())
+    check_job_array(reader.close())
+    return reader.result().jobs
+
+
+def job(name: str, *, processed: int = 1, updated: float = UPDATED, start: float | None = None,
+        task_state: str = "Processing", pending: int = 3, job_type: str = "UrlUpload") -> ActiveJob:
+    base = parsed(job_xml(escape(name), task_state=task_state, pending=str(pending)).replace(
+        "<type>UrlUpload</type>", f"<type>{job_type}</type>"))[0]
+    task = base.task_progress_array[0].model_copy(update={
+        "num_processed": processed, "last_progress_update": datetime.fromtimestamp(updated, UTC)})
+    update: dict[str, object] = {"task_progress_array": (task,)}
+    if start is not None:
+        update["start_date"] = datetime.fromtimestamp(start, UTC)
+    return base.model_copy(update=update)
+
+
+class World:
+    """A store, the rates subscribed to it, and a view of both at a clock the test moves."""
+
+    def __init__(self, now: float = UPDATED + 60) -> None:
+        self.now = now
+        self.store = Store()
+        self.rates = ProgressRates()
+        self.store.subscribe(self.rates)
+        self.view = JobsView(lambda: self.store.state, self.rates, clock=lambda: self.now,
+                             next_poll=lambda target: self.now + 30 if target == ACME else None)
+
+    def poll(self, target: CompanyTarget, *jobs: ActiveJob, at: float | None = None) -> None:
+        self.store.record_success(target, jobs, at=self.now if at is None else at, duration=0.1)
+
+    def page(self, **params: str) -> dict:
+        answer = self.view.page(Query.from_params({k: [v] for k, v in params.items()})).as_json()
+        jsonschema.validate(answer, SCHEMA["$defs"]["jobs"] | {"$defs": SCHEMA["$defs"]})
+        return answer
+
+
+# -- rates and ETA -------------------------------------------------------------------------------
+
+
+def test_a_rate_is_measured_from_the_second_poll_and_smoothed_after():
+    world = World()
+    world.poll(ACME, job("a", processed=10), at=1000.0)
+    assert world.rates.of(ACME)[("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")].rate is None
+    world.poll(ACME, job("a", processed=70), at=1060.0)
+    key = ("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")
+    assert world.rates.of(ACME)[key].rate == pytest.approx(1.0)  # 60 items in 60 s
+    world.poll(ACME, job("a", processed=70), at=1120.0)  # no progress for a poll: the rate falls, not to 0
+    weight = 1 - 2.718281828459045 ** (-60 / TIME_CONSTANT_SECONDS)
+    assert world.rates.of(ACME)[key].rate == pytest.approx(1.0 - weight)
+
+
+def test_a_count_that_falls_starts_the_measure_again_and_a_task_gone_is_forgotten():
+    world = World()
+    world.poll(ACME, job("a", processed=10), job("b"), at=1000.0)
+    world.poll(ACME, job("a", processed=5), job("b"), at=1060.0)
+    assert world.rates.of(ACME)[("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")] == Measure(1060.0, 5)
+    world.poll(ACME, job("b"), at=1120.0)
+    assert [key[0] for key in world.rates.of(ACME)] == ["j|b"]
+
+
+def test_a_failed_poll_or_a_job_log_change_measures_nothing():
+    world = World()
+    world.poll(ACME, job("a", processed=10), at=1000.0)
+    world.store.record_failure(ACME, Reason.TIMEOUT, "slow", at=1060.0, duration=4.0)
+    world.poll(ACME, job("a", processed=70), at=1120.0)
+    assert world.rates.of(ACME)[("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")].rate == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("measure", "remaining", "eta"), [
+    (Measure(0, 0, 2.0), 100, 50.0), (Measure(0, 0, 0.0), 100, None), (Measure(0, 0, None), 100, None),
+    (None, 100, None), (Measure(0, 0, 2.0), 0, 0.0), (Measure(0, 0, -1.0), 10, None),
+])
+def test_an_eta_is_given_only_for_a_measured_rate_above_zero(measure, remaining, eta):
+    assert eta_seconds(measure, remaining) == eta
+
+
+def test_the_api_gives_a_task_its_rate_and_eta_and_none_to_a_stuck_one():
+    world = World(now=UPDATED + 60)
+    world.poll(ACME, job("moving", processed=10, pending=100), job("slow", processed=3), at=UPDATED - 60)
+    world.poll(ACME, job("moving", processed=70, pending=100), job("slow", processed=3), at=UPDATED)
+    tasks = {j["name"]: j["tasks"][0] for j in world.page()["jobs"]}
+    assert tasks["moving"]["items_per_second"] == pytest.approx(1.0)  # 60 items in 60 s
+    assert tasks["moving"]["eta_seconds"] == pytest.approx(100 + 1)  # pending and processing, at 1 a second
+    assert tasks["slow"]["items_per_second"] == 0 and tasks["slow"]["eta_seconds"] is None
+    world.now = UPDATED + STUCK_AFTER_SECONDS + 1
+    stuck = {j["name"]: j["tasks"][0] for j in world.page()["jobs"]}["moving"]
+    assert stuck["stuck"] and stuck["eta_seconds"] is None and stuck["items_per_second"] == pytest.approx(1.0)
+
+
+# -- order, filters, pages -----------------------------------------------------------------------
+
+
+def test_stuck_jobs_come_first_longest_without_progress_first_then_failed_then_the_oldest():
+    world = World(now=UPDATED + STUCK_AFTER_SECONDS + 600)
+    world.poll(ACME,
+               job("young", start=UPDATED - 100, updated=world.now - 10),
+               job("old", start=UPDATED - 5000, updated=world.now - 10),
+               job("stuck-recently", updated=world.now - STUCK_AFTER_SECONDS - 5),
+               job("failed", task_state="Failed", updated=world.now - 10),
+               job("stuck-long", updated=world.now - STUCK_AFTER_SECONDS - 500),
+               job("new-not-stuck", task_state="New", start=UPDATED - 3000,
+                   updated=world.now - STUCK_AFTER_SECONDS - 900))
+    answer = world.page()
+    assert [j["name"] for j in answer["jobs"]] == [
+        "stuck-long", "stuck-recently", "failed", "old", "new-not-stuck", "young"]
+    assert (answer["stuck"], answer["failed"], answer["matching"]) == (2, 1, 6)
+    assert [j["name"] for j in world.page(attention="1")["jobs"]] == ["stuck-long", "stuck-recently", "failed"]
+
+
+def test_a_task_becomes_stuck_as_time_passes_without_a_poll():
+    world = World(now=UPDATED + 60)
+    world.poll(ACME, job("a", start=UPDATED - 10), job("b", start=UPDATED - 20, updated=UPDATED + 50))
+    assert [j["name"] for j in world.page()["jobs"]] == ["b", "a"] and world.page()["stuck"] == 0
+    world.now = UPDATED + STUCK_AFTER_SECONDS + 30  # the order is kept a few seconds at most
+    world.view._order = None if world.view._order is None else (world.view._order[0], -1e9, world.view._order[2])
+    assert [j["name"] for j in world.page()["jobs"]] == ["a", "b"] and world.page()["stuck"] == 1
+
+
+def test_filters_combine_and_pages_split_what_matches():
+    world = World()
+    world.poll(ACME, *(job(f"upload-{i}", start=UPDATED - 1000 + i) for i in range(7)),
+               job("publish-x", job_type="ImageServingPublishJob", start=UPDATED - 2000))
+    world.poll(BITS, job("Upload-bits", start=UPDATED - 3000))
+    assert world.page()["matching"] == 9
+    assert [j["name"] for j in world.page(company="Acme", type="ImageServingPublishJob")["jobs"]] == ["publish-x"]
+    assert world.page(company='Bits & "Bytes" <EU>')["jobs"][0]["company"] == 'Bits & "Bytes" <EU>'
+    assert world.page(q="UPLOAD")["matching"] == 8 and world.page(q="bits")["matching"] == 1
+    assert world.page(state="Running")["matching"] == 9 and world.page(state="Done")["matching"] == 0
+    first = world.page(company="Acme", q="upload-", per_page="4")
+    second = world.page(company="Acme", q="upload-", per_page="4", page="2")
+    assert (first["pages"], first["matching"]) == (2, 7)
+    assert [j["name"] for j in first["jobs"] + second["jobs"]] == [f"upload-{i}" for i in range(7)]
+    assert world.page(page="9")["jobs"] == []
+
+
+@pytest.mark.parametrize("params", [
+    {"page": ["0"]}, {"page": ["x"]}, {"per_page": [str(MAX_PER_PAGE + 1)]}, {"per_page": ["-1"]},
+    {"q": ["x" * 201]}, {"attention": ["maybe"]},
+])
+def test_a_query_the_api_does_not_take_is_refused_with_a_reason(params):
+    with pytest.raises(BadQuery):
+        Query.from_params(params)
+
+
+def test_the_status_tells_each_companys_poll_health():
+    world = World()
+    world.store.track(BITS)
+    world.poll(ACME, job("a"), at=world.now - 5)
+    world.store.record_failure(ACME, Reason.AUTHENTICATION, "authenticationFault 10001: bad", at=world.now,
+                               duration=0.2)
+    status = world.view.status()
+    jsonschema.validate(status, SCHEMA["$defs"]["status"] | {"$defs": SCHEMA["$defs"]})
+    acme, bits = status["companies"]
+    assert (acme["up"], acme["polled"], acme["active_jobs"]) == (False, True, 1)
+    assert acme["last_error"] == {"reason": "authentication", "message": "authenticationFault 10001: bad"}
+    assert acme["next_poll"] is not None and acme["last_success"] < acme["last_attempt"]
+    assert (bits["polled"], bits["last_error"], bits["next_poll"]) == (False, None, None)
+
+
+# -- the page ------------------------------------------------------------------------------------
+
+HOSTILE = [
+    "<script>window.injected=1</script>", '"><img src=x onerror="window.injected=2">', "Tom & Jerry's \"best\"",
+    "\u202etxt.exe", "x" * 10_000, "",
+]
+
+
+def rendered(world: World, **params: str) -> str:
+    query = Query.from_params({k: [v] for k, v in params.items()})
+    return page.render(world.view.page(query), world.view.status(), world.view.filters())
+
+
+def test_every_name_from_ips_is_shown_as_the_text_it_is():
+    world = World()
+    target = CompanyTarget("demo", "c|9", "<b>evil</b> & co")
+    world.poll(target, *(job(name, start=UPDATED - i) for i, name in enumerate(HOSTILE)))
+    text = rendered(world)
+    tree = lxml_html.fromstring(text)
+    assert not tree.xpath("//script[not(@src)]") and not tree.xpath("//img") and not tree.xpath("//b")
+    assert not tree.xpath("//@onerror") and not tree.xpath("//@style") and not tree.xpath("//style")
+    names = [cell.text_content().removeprefix("stuck ").strip() for cell in tree.xpath("//tbody[@id='jobs']/tr/th")]
+    shown = {name if len(name) <= page.MAX_SHOWN else name[: page.MAX_SHOWN - 1] + "…" for name in HOSTILE}
+    assert set(names) == shown
+    long = tree.xpath("//tbody[@id='jobs']/tr/th/bdi[@title]")
+    assert [b.get("title") for b in long] == ["x" * 10_000]  # the whole name, as an attribute's text
+    assert tree.xpath("//table[@class='companies']//th/bdi")[0].text == "<b>evil</b> & co"
+
+
+def test_the_page_marks_stuck_and_failed_rows_and_shows_progress_as_a_bar():
+    world = World(now=UPDATED + STUCK_AFTER_SECONDS + 60)
+    world.poll(ACME, job("stuck"), job("failed", task_state="Failed", updated=world.now),
+               job("fine", updated=world.now))
+    tree = lxml_html.fromstring(rendered(world))
+    rows = tree.xpath("//tbody[@id='jobs']/tr")
+    assert [row.get("class") for row in rows] == ["stuck", "failed", None]
+    assert [row.xpath("string(th)").split()[0] for row in rows] == ["stuck", "failed", "fine"]
+    bars = tree.xpath("//progress")
+    assert len(bars) == 3 and all(bar.get("max") == "1" and bar.get("aria-label") for bar in bars)
+    assert bars[0].get("value") == "0.2000"
+    assert "no ETA" in rows[0].text_content() and "rate not measured" in rows[2].text_content()
+
+
+def test_the_page_works_without_javascript_filters_and_pages_are_links_and_a_form():
+    world = World()
+    world.poll(ACME, *(job(f"j{i}", start=UPDATED - i) for i in range(60)))
+    tree = lxml_html.fromstring(rendered(world, q="j", page="1"))
+    form = tree.xpath("//form[@class='filters']")[0]
+    assert form.get("method") == "get" and form.get("action") == "./"
+    assert {e.get("name") for e in form.xpath(".//select|.//input")} == {"company", "state", "type", "q", "attention"}
+    assert tree.xpath("//a[@rel='next']/@href") == ["./?q=j&page=2"]
+    assert tree.xpath("//link[@rel='stylesheet']/@href") == ["static/jobs.css"]
+    assert tree.xpath("//script/@src") == ["static/jobs.js"]
+    # Relative links only: the page works behind a proxy at any prefix.
+    assert all(not href.startswith(("/", "http")) for href in tree.xpath("//a/@href|//link/@href|//script/@src"))
+
+
+# -- over HTTP, against the simulator --------------------------------------------------------------
+
+
+async def test_the_exporter_serves_the_page_the_api_and_the_assets_from_the_store():
+    async with simulated(jobs=12) as sim, exporting(settings_for(sim.url)) as exporter:
+        await eventually(all_up, exporter)
+        status = await get(exporter, "/api/v1/status")
+        jsonschema.validate(status.json(), SCHEMA)
+        assert {c["company"] for c in status.json()["companies"]} == {c.name for c in sim.world.companies}
+        answer = await get(exporter, "/api/v1/jobs?per_page=500")
+        assert answer.headers["content-type"] == "application/json"
+        jsonschema.validate(answer.json(), SCHEMA)
+        expected = {job.handle for company in sim.world.companies for job in sim.world.active_jobs(company.handle)}
+        assert {j["job_handle"] for j in answer.json()["jobs"]} <= expected | {""}
+        assert answer.json()["matching"] == sum(c["active_jobs"] for c in status.json()["companies"])
+        hostile = 'Bits & "Bytes" <EU>'
+        only = await get(exporter, "/api/v1/jobs?" + urlencode({"company": hostile}))
+        assert {j["company"] for j in only.json()["jobs"]} == {hostile}
+        bad = await get(exporter, "/api/v1/jobs?per_page=0")
+        assert bad.status_code == 400 and "per_page" in bad.json()["error"]
+        landing = await get(exporter, "/")
+        assert landing.headers["content-security-policy"] == page.CSP
+        assert landing.headers["x-content-type-options"] == "nosniff"
+        assert "Bits &amp; &quot;Bytes&quot; &lt;EU&gt;" in landing.text
+        css = await get(exporter, "/static/jobs.css")
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+        assert (await get(exporter, "/static/../web.py")).status_code == 404
