@@ -71,7 +71,7 @@ class Exporter:
         self.rates = ProgressRates()
         self.store.subscribe(self.rates)
         jobs = JobsView(lambda: self.store.state, self.rates, next_poll=lambda target: self.poller.next_poll(target))
-        app = WebApp(self.exposition, jobs, ready=self._ready)
+        app = WebApp(self.exposition, jobs, ready=self._ready, prefix=settings.web.prefix)
         self.server = HttpServer(app.handle, self.host, port)
         self._apply_web_config(settings, web_config)
 
@@ -82,7 +82,8 @@ class Exporter:
         self.server.configure(
             ssl_context=web_config.ssl_context if web_config else None,
             basic_auth=web_config.basic_auth if web_config else None,
-            auth_exempt_paths=PROBE_PATHS if settings.web.probes_without_auth else frozenset(),
+            auth_exempt_paths=frozenset(settings.web.prefix + path for path in PROBE_PATHS)
+            if settings.web.probes_without_auth else frozenset(),
         )
         self.scheme = "https" if web_config and web_config.ssl_context else "http"
 
@@ -93,7 +94,7 @@ class Exporter:
     async def start(self) -> None:
         await self.server.start()
         self.poller.start()
-        log.info("serving %s://%s/metrics", self.scheme, host_port(self.host, self.port))
+        log.info("serving %s://%s%s/metrics", self.scheme, host_port(self.host, self.port), self.settings.web.prefix)
 
     async def reload(self, settings: Settings) -> None:
         """Apply a configuration read again: accounts, polling, the series guard, the web
@@ -103,11 +104,12 @@ class Exporter:
             raise ConfigError(["accounts: no IPS account configured"])
         web_config = web_config_of(settings)
         accounts = make_accounts(settings, self.budget)  # reads the password files: may refuse
-        if settings.web.listen_address != self.settings.web.listen_address:
-            log.warning("web.listen_address changed to %s: it takes effect at the next restart",
-                        settings.web.listen_address)
-            settings = settings.model_copy(update={"web": settings.web.model_copy(
-                update={"listen_address": self.settings.web.listen_address})})
+        for key in ("listen_address", "route_prefix"):
+            if getattr(settings.web, key) != getattr(self.settings.web, key):
+                log.warning("web.%s changed to %s: it takes effect at the next restart", key,
+                            getattr(settings.web, key))
+                settings = settings.model_copy(update={"web": settings.web.model_copy(
+                    update={key: getattr(self.settings.web, key)})})
         self._was_ready = self._ready()
         await self.poller.stop()
         await close_clients(self.accounts)

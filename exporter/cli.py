@@ -47,6 +47,11 @@ def _common(parser: argparse.ArgumentParser, *, listen_default: str | None = Non
     parser.add_argument("--log.format", dest="log.format", choices=["text", "json"])
 
 
+def _route_prefix(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--web.route-prefix", dest="web.route_prefix",
+                        help="serve every route under this path, e.g. /scene7 behind a reverse proxy (default /)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=APP_NAME, description="Prometheus exporter for Adobe Scene7 IPS job progress."
@@ -60,11 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="TLS and basic auth, in the exporter-toolkit web configuration format")
     run.add_argument("--shard", dest="shard", help="poll only shard INDEX/TOTAL of the companies")
     _common(run)
+    _route_prefix(run)
 
     demo = commands.add_parser("demo", help="run against the built-in IPS simulator, no account needed")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--jobs", type=int, default=24, help="active jobs in the simulated world")
     _common(demo)
+    _route_prefix(demo)
 
     simulate = commands.add_parser("simulate", help="serve the IPS simulator alone")
     simulate.add_argument("--seed", type=int, default=1)
@@ -189,7 +196,8 @@ def _demo_settings(args: argparse.Namespace) -> Settings:
                                 user="demo@example.com", password="demo")],  # type: ignore[arg-type]  # noqa: S106
         poll=PollConfig(interval=5.0, timeout=4.0),
         job_logs=JobLogsConfig(interval=10.0),
-        web=WebSection(listen_address=overrides.get("web.listen_address") or f":{DEFAULT_PORT}"),
+        web=WebSection(listen_address=overrides.get("web.listen_address") or f":{DEFAULT_PORT}",
+                       route_prefix=overrides.get("web.route_prefix") or "/"),
         log={"level": overrides.get("log.level") or "info",  # type: ignore[arg-type]
              "format": overrides.get("log.format") or "text"},
     )
@@ -210,7 +218,8 @@ async def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
     try:
         await exporter.start()
         print(f"{APP_NAME} demo: simulated IPS at {simulator.url}", flush=True)
-        print(f"{APP_NAME} demo: metrics at http://{shown}:{exporter.port}/metrics", flush=True)
+        base = f"http://{shown}:{exporter.port}{settings.web.prefix}"
+        print(f"{APP_NAME} demo: jobs page at {base}/, metrics at {base}/metrics", flush=True)
         await until_signalled()
     finally:
         await exporter.stop()

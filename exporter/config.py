@@ -191,12 +191,30 @@ class WebSection(Section):
     listen_address: str = f":{DEFAULT_PORT}"
     config_file: Path | None = None
     probes_without_auth: bool = True
+    # Every route under this path, as Prometheus' --web.route-prefix: behind a reverse proxy that
+    # passes /scene7/... on as it is, "/scene7". Kept without its trailing slash ("/": none).
+    route_prefix: str = "/"
 
     @field_validator("listen_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
         split_listen_address(value)
         return value
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        segments = value.strip("/").split("/")
+        if (not value.startswith("/") or "//" in value or any(s in (".", "..") for s in segments)
+                or any(ord(c) <= 0x20 or ord(c) == 0x7F or c in "?#%\\\"<>" for c in value)):
+            raise ValueError("a path starting with /, such as /scene7: no ?, #, %, quotes, spaces, "
+                             "empty, . or .. segments")
+        return value.rstrip("/") or "/"
+
+    @property
+    def prefix(self) -> str:
+        """What every route starts with: "" for none, else the prefix without a trailing slash."""
+        return "" if self.route_prefix == "/" else self.route_prefix
 
 
 class LogSection(Section):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -31,13 +32,23 @@ def _static_files() -> dict[str, bytes]:
 
 
 class WebApp:
-    def __init__(self, exposition: Exposition, jobs: JobsView, *, ready: Callable[[], bool]) -> None:
+    def __init__(self, exposition: Exposition, jobs: JobsView, *, ready: Callable[[], bool], prefix: str = "") -> None:
+        self.prefix = prefix  # "" or a path without a trailing slash: web.route_prefix
         self.exposition = exposition
         self.jobs = jobs
         self.ready = ready
         self.static = _static_files()
 
     async def handle(self, request: Request) -> Response:
+        if self.prefix:
+            if request.path in ("/", self.prefix):  # the page's relative links need the slash
+                return Response(302, b"", headers=(("Location", self.prefix + "/"),))
+            if not request.path.startswith(self.prefix + "/"):
+                return Response(404, b"not found\n")
+            request = replace(request, path=request.path[len(self.prefix):])
+        return await self._route(request)
+
+    async def _route(self, request: Request) -> Response:
         if request.path == "/metrics":
             return await self.metrics(request)
         if request.path == "/healthz":

@@ -9,6 +9,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
+import bcrypt
+import httpx
 import jsonschema
 import pytest
 from lxml import html as lxml_html
@@ -16,6 +18,7 @@ from servers import all_up, eventually, exporting, get, settings_for, simulated
 from test_parse import ENVELOPE, job_xml
 
 from exporter import page
+from exporter.config import WebSection
 from exporter.errors import Reason
 from exporter.jobsview import MAX_PER_PAGE, STUCK_AFTER_SECONDS, BadQuery, JobsView, Query
 from exporter.models import ActiveJob
@@ -275,3 +278,38 @@ async def test_the_exporter_serves_the_page_the_api_and_the_assets_from_the_stor
         css = await get(exporter, "/static/jobs.css")
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         assert (await get(exporter, "/static/../web.py")).status_code == 404
+
+
+async def test_behind_a_route_prefix_every_route_moves_under_it_and_the_probes_stay_open(tmp_path):
+    hashed = bcrypt.hashpw(b"look", bcrypt.gensalt(4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  oncall: {hashed}\n")
+    async with simulated(jobs=5) as sim:
+        settings = settings_for(sim.url)
+        settings = settings.model_copy(update={"web": WebSection(
+            listen_address=settings.web.listen_address, route_prefix="/scene7/", config_file=web)})
+        async with exporting(settings) as exporter, httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{exporter.port}", timeout=10) as anonymous, httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{exporter.port}", auth=("oncall", "look"), timeout=10) as client:
+            assert settings.web.route_prefix == "/scene7"
+            for path in ("/scene7/", "/scene7/api/v1/jobs", "/scene7/api/v1/status", "/scene7/metrics",
+                         "/scene7/static/jobs.js"):
+                assert (await anonymous.get(path)).status_code == 401, path  # the page is guarded as /metrics
+                assert (await client.get(path)).status_code == 200, path
+            assert (await anonymous.get("/scene7/healthz")).status_code == 200
+            for path in ("/metrics", "/api/v1/jobs", "/scene7x/metrics", "/healthz"):
+                assert (await client.get(path)).status_code == 404, path
+            for path in ("/", "/scene7"):
+                moved = await client.get(path)
+                assert (moved.status_code, moved.headers["location"]) == (302, "/scene7/")
+            tree = lxml_html.fromstring((await client.get("/scene7/")).text)
+            for link in tree.xpath("//a/@href|//link/@href|//script/@src"):
+                target = httpx.URL(f"http://127.0.0.1:{exporter.port}/scene7/").join(link)
+                assert target.path.startswith("/scene7/"), link
+                assert (await client.get(target)).status_code == 200, link
+
+
+@pytest.mark.parametrize("prefix", ["scene7", "/a//b", "/a/../b", "/a b", "/a?b", "/a\r\nb"])
+def test_a_route_prefix_that_is_not_a_plain_path_is_refused(prefix):
+    with pytest.raises(ValueError, match="route_prefix"):
+        WebSection(route_prefix=prefix)
