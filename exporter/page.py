@@ -31,6 +31,7 @@ def render(page: JobsPage, status: Mapping[str, Any], filters: Mapping[str, list
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Scene7 jobs · {APP_NAME}</title>
 <link rel="stylesheet" href="static/jobs.css">
+<link rel="icon" href="static/favicon.svg" type="image/svg+xml">
 <script src="static/jobs.js" defer></script>
 </head><body>
 <header><h1>Scene7 jobs</h1>

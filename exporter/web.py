@@ -21,7 +21,8 @@ from exporter.jobsview import BadQuery, JobsView, Query
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})  # answered without basic auth if so configured
-STATIC_TYPES = {"jobs.css": "text/css; charset=utf-8", "jobs.js": "text/javascript; charset=utf-8"}
+STATIC_TYPES = {"jobs.css": "text/css; charset=utf-8", "jobs.js": "text/javascript; charset=utf-8",
+                "favicon.svg": "image/svg+xml"}
 _NO_SNIFF = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
 _PAGE_HEADERS = (("Content-Security-Policy", page.CSP), ("Referrer-Policy", "no-referrer"), *_NO_SNIFF)
 
