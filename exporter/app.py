@@ -14,13 +14,13 @@ from exporter.client import IpsClient, ResponseBudget, RetryPolicy
 from exporter.config import AccountConfig, ConfigError, Settings, parse_shard, split_listen_address
 from exporter.exposition import Exposition
 from exporter.httpserver import HttpServer, host_port
+from exporter.jobindex import JobIndexer
 from exporter.joblogs import Plan, lookback_for
 from exporter.jobsview import JobsView
 from exporter.memory import LongLivedHeap
 from exporter.metrics import series_guard
 from exporter.poller import Account, JobLogPolling, Poller
 from exporter.process import ProcessMetrics
-from exporter.rates import ProgressRates
 from exporter.snapshot import JobLogSettings, Store
 from exporter.web import PROBE_PATHS, WebApp
 from exporter.webconfig import WebConfig, load_web_config
@@ -68,9 +68,10 @@ class Exporter:
         self.poller = make_poller(settings, self.accounts, self.store)
         self.host, port = split_listen_address(settings.web.listen_address)
         self._was_ready = False  # readiness outlives a reload's new poller
-        self.rates = ProgressRates()
-        self.store.subscribe(self.rates)
-        jobs = JobsView(lambda: self.store.state, self.rates, next_poll=lambda target: self.poller.next_poll(target))
+        self.job_index = JobIndexer()
+        self.store.subscribe(self.job_index)
+        jobs = JobsView(lambda: self.store.state, lambda: self.job_index.current,
+                        next_poll=lambda target: self.poller.next_poll(target))
         app = WebApp(self.exposition, jobs, ready=self._ready, prefix=settings.web.prefix)
         self.server = HttpServer(app.handle, self.host, port)
         self._apply_web_config(settings, web_config)
@@ -127,6 +128,7 @@ class Exporter:
     async def stop(self) -> None:
         await self.poller.stop()
         await self.server.close()
+        await self.job_index.close()
         await close_clients(self.accounts)
 
 

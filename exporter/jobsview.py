@@ -5,9 +5,9 @@ rest will take. So every active job is a row with its tasks; a task is stuck whe
 Processing and IPS has not updated its progress for `STUCK_AFTER_SECONDS` (the threshold of the
 Scene7TaskStuck alert), and the jobs with a stuck task come first (the longest without progress
 first), then those with a failed task, then the others, oldest first. Filtering, ordering and
-paging happen here, on the server: at 10,000 jobs a page builds the rows of one page only. The
-order is kept per State and recomputed at most every `ORDER_TTL_SECONDS` (a task becomes stuck as
-time passes, not only at a poll).
+paging happen here, on the server, over the index of the State (exporter/jobindex.py), whose
+numbers make it a few ms at 10,000 jobs; only the rows of the page asked for are built. Whether a
+task is stuck is decided at each request: it becomes stuck as time passes, not only at a poll.
 
 Every name here comes from IPS and is untrusted: the HTML page escapes it, the JSON encoder
 quotes it. Field names of the `as_json` dicts are the JSON API's (docs/api-v1.schema.json):
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from exporter.jobindex import Entry, JobIndex
 from exporter.joblogs import FILE_RESULTS
-from exporter.models import ActiveJob, JobOutcome, TaskProgress, TaskState
-from exporter.rates import Measure, ProgressRates, eta_seconds
+from exporter.models import JobOutcome, TaskProgress, TaskState
+from exporter.rates import Measure, eta_seconds
 from exporter.snapshot import CompanySnapshot, CompanyTarget, State
 
 STUCK_AFTER_SECONDS = 1800.0  # Scene7TaskStuck in dashboards/scene7.rules.yml
-ORDER_TTL_SECONDS = 5.0
 PER_PAGE = 50
 MAX_PER_PAGE = 500
 MAX_TEXT_FILTER = 200
@@ -176,39 +176,32 @@ class JobsPage:
         }
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """A job in the page order: its company and what it is sorted and filtered by."""
-
-    company: CompanySnapshot
-    job: ActiveJob
-    stuck: bool
-    failed: bool
-    name_folded: str
-
-
 class JobsView:
-    """Builds `JobsPage`s and the status from the store's current State and the measured rates."""
+    """Builds `JobsPage`s and the status from the store's current State and its jobs index."""
 
-    def __init__(self, state: Callable[[], State], rates: ProgressRates, *,
+    def __init__(self, state: Callable[[], State], index: Callable[[], JobIndex], *,
                  next_poll: Callable[[CompanyTarget], float | None] = lambda _target: None,
                  clock: Callable[[], float] = time.time) -> None:
         self._state = state
-        self._rates = rates
+        self._index = index
         self._next_poll = next_poll
         self._clock = clock
-        self._order: tuple[int, float, tuple[_Entry, ...]] | None = None  # (generation, at, entries)
 
     def page(self, query: Query) -> JobsPage:
         now = self._clock()
-        entries = self._ordered(now)
-        matching = [entry for entry in entries if _matches(entry, query)]
+        index = self._index()
+        stuck_before = now - STUCK_AFTER_SECONDS
+        matching = [entry for entry in index.entries if _matches(entry, query, stuck_before)]  # oldest first
+        stuck = sorted((e for e in matching if e.stuck(stuck_before)), key=lambda e: e.oldest_processing_update)
+        failed = [e for e in matching if e.failed and not e.stuck(stuck_before)]
+        others = [e for e in matching if not e.failed and not e.stuck(stuck_before)]
+        ordered = stuck + failed + others
         start = (query.page - 1) * query.per_page
-        rows = tuple(self._job_row(entry, now) for entry in matching[start : start + query.per_page])
+        rows = tuple(self._job_row(entry, index, now) for entry in ordered[start : start + query.per_page])
         state = self._state()
         finished = _finished(c for c in state.companies if query.company in (None, c.target.label))
-        return JobsPage(query, len(matching), sum(e.stuck for e in matching), sum(e.failed for e in matching),
-                        rows, finished[:MAX_FINISHED], len(finished), now)
+        return JobsPage(query, len(matching), len(stuck), sum(e.failed for e in matching), rows,
+                        finished[:MAX_FINISHED], len(finished), now)
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
@@ -220,10 +213,9 @@ class JobsView:
 
     def filters(self) -> dict[str, list[str]]:
         """The values the filters can take now: companies, job states and types."""
-        state = self._state()
-        jobs = [job for company in state.companies for job in company.jobs]
-        return {"company": sorted({c.target.label for c in state.companies}),
-                "state": sorted({str(job.state) for job in jobs}), "type": sorted({job.job_type for job in jobs})}
+        index = self._index()
+        return {"company": sorted({c.target.label for c in self._state().companies}),
+                "state": list(index.states), "type": list(index.types)}
 
     def _company_status(self, company: CompanySnapshot, state: State, now: float) -> dict[str, Any]:
         reason, _, message = (company.last_error or "").partition(": ")
@@ -238,27 +230,14 @@ class JobsView:
             "next_poll": iso(next_poll), "active_jobs": len(company.jobs),
         }
 
-    def _ordered(self, now: float) -> tuple[_Entry, ...]:
-        state = self._state()
-        if self._order is not None:
-            generation, at, entries = self._order
-            if generation == state.generation and now - at < ORDER_TTL_SECONDS:
-                return entries
-        entries = tuple(sorted(
-            (_entry(company, job, now) for company in state.companies for job in company.jobs),
-            key=lambda e: _rank(e, now),
-        ))
-        self._order = (state.generation, now, entries)
-        return entries
-
-    def _job_row(self, entry: _Entry, now: float) -> JobRow:
+    @staticmethod
+    def _job_row(entry: Entry, index: JobIndex, now: float) -> JobRow:
         job = entry.job
-        measures = self._rates.of(entry.company.target)
+        measures = index.measures.get(entry.company.target, {})
         tasks = tuple(_task_row(task, measures.get((job.job_handle, task.task_type)), now)
                       for task in job.task_progress_array)
-        start = job.start_date.timestamp()
-        return JobRow(entry.company.target.label, job.job_handle, job.name, job.job_type, str(job.state), start,
-                      max(0.0, now - start), tasks)
+        return JobRow(entry.company.target.label, job.job_handle, job.name, job.job_type, str(job.state),
+                      entry.start, max(0.0, now - entry.start), tasks)
 
 
 def is_stuck(task: TaskProgress, now: float) -> bool:
@@ -266,27 +245,14 @@ def is_stuck(task: TaskProgress, now: float) -> bool:
     return task.known_state is TaskState.PROCESSING and updated > 0 and now - updated > STUCK_AFTER_SECONDS
 
 
-def _entry(company: CompanySnapshot, job: ActiveJob, now: float) -> _Entry:
-    tasks = job.task_progress_array
-    return _Entry(company, job, any(is_stuck(task, now) for task in tasks),
-                  any(task.known_state is TaskState.FAILED for task in tasks), job.name.casefold())
-
-
-def _rank(entry: _Entry, now: float) -> tuple[int, float, str, str]:
-    job = entry.job
-    if entry.stuck:
-        oldest = min(task.last_progress_update.timestamp() for task in job.task_progress_array if is_stuck(task, now))
-        return (0, oldest, entry.company.target.label, job.job_handle)
-    return (1 if entry.failed else 2, job.start_date.timestamp(), entry.company.target.label, job.job_handle)
-
-
-def _matches(entry: _Entry, query: Query) -> bool:
+def _matches(entry: Entry, query: Query, stuck_before: float | None = None) -> bool:
     job = entry.job
     return ((query.company is None or entry.company.target.label == query.company)
             and (query.state is None or str(job.state) == query.state)
             and (query.job_type is None or job.job_type == query.job_type)
-            and (query.text is None or query.text.casefold() in entry.name_folded)
-            and (not query.attention or entry.stuck or entry.failed))
+            and (query.text is None or query.text.casefold() in job.name.casefold())
+            and (not query.attention or entry.failed
+                 or (stuck_before is not None and entry.stuck(stuck_before))))
 
 
 def _task_row(task: TaskProgress, measure: Measure | None, now: float) -> TaskRow:

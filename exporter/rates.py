@@ -1,21 +1,17 @@
 """How fast each active task processes its items, as measured over the exporter's last polls.
 
 IPS gives counts, not rates: the jobs page's ETA needs the rate at which a task's processed count
-grows. A subscriber of the store keeps, per task, the count and time of the last poll and a rate
-smoothed over the polls before (an exponentially weighted average with a time constant of
-`TIME_CONSTANT_SECONDS`, whatever the poll interval): recent polls weigh most, one slow poll
-does not make the ETA jump. A task seen once has no rate yet; a task whose count fell (its job
-was restarted) starts again. Only the tasks of the last poll are kept.
+grows. Per task, the jobs page's index (exporter/jobindex.py) keeps the count and time of the
+last poll and a rate smoothed over the polls before (an exponentially weighted average with a
+time constant of `TIME_CONSTANT_SECONDS`, whatever the poll interval): recent polls weigh most,
+one slow poll does not make the ETA jump. A task seen once has no rate yet; a task whose count
+fell (its job was restarted) starts again.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-
-from exporter.snapshot import CompanyTarget, State
 
 TIME_CONSTANT_SECONDS = 600.0
 
@@ -32,40 +28,7 @@ class Measure:
     rate: float | None = None
 
 
-_NONE: Mapping[TaskKey, Measure] = MappingProxyType({})
-
-
-class ProgressRates:
-    """Subscribe it to the store; `of(target)` gives a company's measures by task."""
-
-    def __init__(self) -> None:
-        self._measures: dict[CompanyTarget, Mapping[TaskKey, Measure]] = {}
-        self._polled_at: dict[CompanyTarget, float] = {}
-
-    def __call__(self, state: State) -> None:
-        targets = set()
-        for company in state.companies:
-            targets.add(company.target)
-            at = company.fetched_at
-            if at is None or self._polled_at.get(company.target) == at:
-                continue
-            self._polled_at[company.target] = at
-            before = self._measures.get(company.target, _NONE)
-            now: dict[TaskKey, Measure] = {}
-            for job in company.jobs:
-                for task in job.task_progress_array:
-                    key = (job.job_handle, task.task_type)
-                    now[key] = _next(before.get(key), at, task.num_processed)
-            self._measures[company.target] = MappingProxyType(now)
-        for gone in self._measures.keys() - targets:
-            del self._measures[gone]
-            self._polled_at.pop(gone, None)
-
-    def of(self, target: CompanyTarget) -> Mapping[TaskKey, Measure]:
-        return self._measures.get(target, _NONE)
-
-
-def _next(previous: Measure | None, at: float, processed: int) -> Measure:
+def next_measure(previous: Measure | None, at: float, processed: int) -> Measure:
     if previous is None or processed < previous.processed or at <= previous.at:
         return Measure(at, processed)
     elapsed = at - previous.at

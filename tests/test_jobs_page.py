@@ -3,6 +3,7 @@ server-side filters and pages, every IPS name shown as text, and the API as its 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +18,14 @@ from lxml import html as lxml_html
 from servers import all_up, eventually, exporting, get, settings_for, simulated
 from test_parse import ENVELOPE, job_xml
 
-from exporter import page
+from exporter import jobindex, page
 from exporter.config import WebSection
 from exporter.errors import Reason
+from exporter.jobindex import JobIndexer
 from exporter.jobsview import MAX_PER_PAGE, STUCK_AFTER_SECONDS, BadQuery, JobsView, Query
 from exporter.models import ActiveJob
 from exporter.parse import ResponseReader, check_job_array
-from exporter.rates import TIME_CONSTANT_SECONDS, Measure, ProgressRates, eta_seconds
+from exporter.rates import TIME_CONSTANT_SECONDS, Measure, eta_seconds
 from exporter.snapshot import CompanyTarget, Store
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "api-v1.schema.json").read_text())
@@ -52,15 +54,19 @@ def job(name: str, *, processed: int = 1, updated: float = UPDATED, start: float
 
 
 class World:
-    """A store, the rates subscribed to it, and a view of both at a clock the test moves."""
+    """A store, the jobs index subscribed to it (built at once: no event loop runs), and a view of
+    both at a clock the test moves."""
 
     def __init__(self, now: float = UPDATED + 60) -> None:
         self.now = now
         self.store = Store()
-        self.rates = ProgressRates()
-        self.store.subscribe(self.rates)
-        self.view = JobsView(lambda: self.store.state, self.rates, clock=lambda: self.now,
+        self.index = JobIndexer()
+        self.store.subscribe(self.index)
+        self.view = JobsView(lambda: self.store.state, lambda: self.index.current, clock=lambda: self.now,
                              next_poll=lambda target: self.now + 30 if target == ACME else None)
+
+    def measures(self, target: CompanyTarget) -> dict:
+        return dict(self.index.current.measures.get(target, {}))
 
     def poll(self, target: CompanyTarget, *jobs: ActiveJob, at: float | None = None) -> None:
         self.store.record_success(target, jobs, at=self.now if at is None else at, duration=0.1)
@@ -77,22 +83,22 @@ class World:
 def test_a_rate_is_measured_from_the_second_poll_and_smoothed_after():
     world = World()
     world.poll(ACME, job("a", processed=10), at=1000.0)
-    assert world.rates.of(ACME)[("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")].rate is None
+    assert world.measures(ACME)[("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")].rate is None
     world.poll(ACME, job("a", processed=70), at=1060.0)
     key = ("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")
-    assert world.rates.of(ACME)[key].rate == pytest.approx(1.0)  # 60 items in 60 s
+    assert world.measures(ACME)[key].rate == pytest.approx(1.0)  # 60 items in 60 s
     world.poll(ACME, job("a", processed=70), at=1120.0)  # no progress for a poll: the rate falls, not to 0
     weight = 1 - 2.718281828459045 ** (-60 / TIME_CONSTANT_SECONDS)
-    assert world.rates.of(ACME)[key].rate == pytest.approx(1.0 - weight)
+    assert world.measures(ACME)[key].rate == pytest.approx(1.0 - weight)
 
 
 def test_a_count_that_falls_starts_the_measure_again_and_a_task_gone_is_forgotten():
     world = World()
     world.poll(ACME, job("a", processed=10), job("b"), at=1000.0)
     world.poll(ACME, job("a", processed=5), job("b"), at=1060.0)
-    assert world.rates.of(ACME)[("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")] == Measure(1060.0, 5)
+    assert world.measures(ACME)[("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")] == Measure(1060.0, 5)
     world.poll(ACME, job("b"), at=1120.0)
-    assert [key[0] for key in world.rates.of(ACME)] == ["j|b"]
+    assert [key[0] for key in world.measures(ACME)] == ["j|b"]
 
 
 def test_a_failed_poll_or_a_job_log_change_measures_nothing():
@@ -100,7 +106,7 @@ def test_a_failed_poll_or_a_job_log_change_measures_nothing():
     world.poll(ACME, job("a", processed=10), at=1000.0)
     world.store.record_failure(ACME, Reason.TIMEOUT, "slow", at=1060.0, duration=4.0)
     world.poll(ACME, job("a", processed=70), at=1120.0)
-    assert world.rates.of(ACME)[("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")].rate == pytest.approx(0.5)
+    assert world.measures(ACME)[("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")].rate == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(("measure", "remaining", "eta"), [
@@ -148,8 +154,7 @@ def test_a_task_becomes_stuck_as_time_passes_without_a_poll():
     world = World(now=UPDATED + 60)
     world.poll(ACME, job("a", start=UPDATED - 10), job("b", start=UPDATED - 20, updated=UPDATED + 50))
     assert [j["name"] for j in world.page()["jobs"]] == ["b", "a"] and world.page()["stuck"] == 0
-    world.now = UPDATED + STUCK_AFTER_SECONDS + 30  # the order is kept a few seconds at most
-    world.view._order = None if world.view._order is None else (world.view._order[0], -1e9, world.view._order[2])
+    world.now = UPDATED + STUCK_AFTER_SECONDS + 30
     assert [j["name"] for j in world.page()["jobs"]] == ["a", "b"] and world.page()["stuck"] == 1
 
 
@@ -264,8 +269,7 @@ async def test_the_exporter_serves_the_page_the_api_and_the_assets_from_the_stor
         assert answer.headers["content-type"] == "application/json"
         jsonschema.validate(answer.json(), SCHEMA)
         expected = {job.handle for company in sim.world.companies for job in sim.world.active_jobs(company.handle)}
-        assert {j["job_handle"] for j in answer.json()["jobs"]} <= expected | {""}
-        assert answer.json()["matching"] == sum(c["active_jobs"] for c in status.json()["companies"])
+        assert answer.json()["jobs"] and {j["job_handle"] for j in answer.json()["jobs"]} <= expected
         hostile = 'Bits & "Bytes" <EU>'
         only = await get(exporter, "/api/v1/jobs?" + urlencode({"company": hostile}))
         assert {j["company"] for j in only.json()["jobs"]} == {hostile}
@@ -313,3 +317,60 @@ async def test_behind_a_route_prefix_every_route_moves_under_it_and_the_probes_s
 def test_a_route_prefix_that_is_not_a_plain_path_is_refused(prefix):
     with pytest.raises(ValueError, match="route_prefix"):
         WebSection(route_prefix=prefix)
+
+
+# -- the index, built off the scrapes' way ---------------------------------------------------------
+
+
+async def test_the_index_is_built_in_turns_and_states_published_meanwhile_are_coalesced(monkeypatch):
+    monkeypatch.setattr(jobindex, "SLICE_SECONDS", 0.0)  # a turn at every look at the clock
+    built: list[int] = []
+    real = jobindex.build_index_in_turns
+
+    async def counting(state, previous):
+        index = await real(state, previous)
+        built.append(index.generation)
+        return index
+
+    monkeypatch.setattr(jobindex, "build_index_in_turns", counting)
+    store, indexer = Store(), JobIndexer()
+    store.subscribe(indexer)
+    many = tuple(job(f"j{i}") for i in range(300))
+    first = store.record_success(ACME, many, at=UPDATED, duration=1.0)
+    assert indexer.current.generation == -1  # not built on the spot: the loop is not held
+    turns = 0
+    while indexer.current.generation != first.generation:
+        await asyncio.sleep(0)
+        turns += 1
+    assert turns >= 300 // jobindex._CHECK_EVERY and len(indexer.current.entries) == 300
+    store.record_success(ACME, many[:10], at=UPDATED + 60, duration=1.0)
+    store.record_success(ACME, many[:20], at=UPDATED + 120, duration=1.0)
+    last = store.record_success(ACME, many[:30], at=UPDATED + 180, duration=1.0)
+    while indexer.current.generation != last.generation:
+        await asyncio.sleep(0)
+    assert built == [first.generation, last.generation]  # three States published at once: one build, the newest
+    assert len(indexer.current.entries) == 30
+    await indexer.close()
+
+
+async def test_an_index_that_cannot_be_built_leaves_the_last_one_and_is_said(monkeypatch, caplog):
+    store, indexer = Store(), JobIndexer()
+    store.subscribe(indexer)
+    good = store.record_success(ACME, (job("a"),), at=UPDATED, duration=1.0)
+    while indexer.current.generation != good.generation:
+        await asyncio.sleep(0)
+
+    def broken(state, previous):
+        raise RuntimeError("a bug")
+        yield
+
+    monkeypatch.setattr(jobindex, "index_steps", broken)
+    store.record_success(ACME, (job("a"), job("b")), at=UPDATED + 60, duration=1.0)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert indexer.current.generation == good.generation and "could not be built" in caplog.text
+    monkeypatch.undo()
+    again = store.record_success(ACME, (job("b"),), at=UPDATED + 120, duration=1.0)
+    while indexer.current.generation != again.generation:
+        await asyncio.sleep(0)
+    await indexer.close()
