@@ -70,6 +70,9 @@ GZIP, PLAIN = "gzip", "plain"
 LOAD_NICENESS = 10
 # getActiveJobs answers the load test's IPS replays in turn (see cmd_replay), recorded a poll apart.
 REPLAYED = 4
+BROWSERS = 5  # browsers on the jobs page in the second load run
+PAGE_SAMPLES = 20
+BROWSER_RELOAD_S = 1.0  # a browser reloads the page every second: five people pressing F5
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -120,6 +123,28 @@ def scrape(port: int, encoding: str, timeout: float = 120.0, path: str = "/metri
     finally:
         conn.close()
     return time.perf_counter() - started, body
+
+
+# What a browser on the jobs page asks for: the page and its assets at a load, then what its
+# script asks every few seconds.
+PAGE_LOAD = ("/", "/static/jobs.css", "/static/jobs.js", "/static/favicon.svg", "/api/v1/jobs", "/api/v1/status")
+
+
+def first_byte(port: int, path: str, timeout: float = 60.0) -> float:
+    """Seconds from connecting to the first byte of the answer to GET `path` (its head), the
+    body read to the end."""
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Accept-Encoding": "identity"})
+        response = conn.getresponse()
+        elapsed = time.perf_counter() - started
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET :{port}{path} answered {response.status}")
+    finally:
+        conn.close()
+    return elapsed
 
 
 def first_json(log_path: Path, into: dict[str, Any]) -> bool:
@@ -487,7 +512,9 @@ def cmd_cpu(args: argparse.Namespace) -> int:
 
 def cmd_load_worker(args: argparse.Namespace) -> int:
     """`threads` scrapers, each scraping in a loop from `start_at` for `seconds`, at a lower
-    priority (LOAD_NICENESS) than the exporter and the simulator."""
+    priority (LOAD_NICENESS) than the exporter and the simulator. With --browse, browsers
+    instead: each loads the jobs page and its assets and asks the JSON API as the page's script
+    does, again every BROWSER_RELOAD_S (its latencies: the page's first byte)."""
     os.nice(LOAD_NICENESS)
     latencies: list[float] = []
     errors: list[str] = []
@@ -499,8 +526,15 @@ def cmd_load_worker(args: argparse.Namespace) -> int:
         time.sleep(max(0.0, args.start_at - time.time()))
         while time.time() < end:
             try:
-                elapsed, _ = scrape(args.port, GZIP, timeout=30)
-                mine.append(elapsed)
+                if args.browse:
+                    began = time.monotonic()
+                    mine.append(first_byte(args.port, PAGE_LOAD[0], timeout=30))
+                    for path in PAGE_LOAD[1:]:
+                        first_byte(args.port, path, timeout=30)
+                    time.sleep(max(0.0, BROWSER_RELOAD_S - (time.monotonic() - began)))
+                else:
+                    elapsed, _ = scrape(args.port, GZIP, timeout=30)
+                    mine.append(elapsed)
             except Exception as exc:  # counted and reported
                 bad.append(repr(exc))
         with lock:
@@ -656,6 +690,14 @@ class Bench:
             (self.work / "body.gz").write_bytes(bodies[GZIP])
             log(f"{self.jobs} jobs: exposition {series_count(text)} series, {len(text) / MIB:.1f} MiB plain, "
                 f"{len(bodies[GZIP]) / MIB:.2f} MiB gzip; exporter RSS {status['VmRSS'] / MIB:.0f} MiB")
+            pages = {path: [first_byte(self.exporter_port, path) for _ in range(PAGE_SAMPLES)]
+                     for path in ("/", "/api/v1/jobs")}
+            self.result["jobs_page_idle"] = {
+                "samples": PAGE_SAMPLES, "page_first_byte_median_s": median(pages["/"]),
+                "page_first_byte_max_s": max(pages["/"]), "api_first_byte_median_s": median(pages["/api/v1/jobs"]),
+                "api_first_byte_max_s": max(pages["/api/v1/jobs"])}
+            log(f"{self.jobs} jobs: jobs page first byte, median of {PAGE_SAMPLES}: page "
+                f"{median(pages['/']) * 1000:.1f} ms, JSON API {median(pages['/api/v1/jobs']) * 1000:.1f} ms")
 
             base_args = self_command("_baseline", "--endpoint", self.endpoint, "--company", self.company,
                                      "--label", self.label)
@@ -777,14 +819,24 @@ class Bench:
 
     # ---- 4: load
 
-    def load(self, port: int, seconds: float) -> dict[str, Any]:
-        """`scrapers` threads over `workers` processes, scraping `port` with gzip in a loop."""
+    def load(self, port: int, seconds: float, browsers: int = 0) -> dict[str, Any]:
+        """`scrapers` threads over `workers` processes, scraping `port` with gzip in a loop; with
+        `browsers`, as many more threads (one process) loading the jobs page in a loop."""
         start_at = time.time() + 2.0
         per_worker = [self.scrapers // self.workers + (i < self.scrapers % self.workers) for i in range(self.workers)]
         procs = [subprocess.Popen(self_command("_load-worker", "--port", str(port), "--threads", str(n),
                                                "--seconds", str(seconds), "--start-at", str(start_at)),
                                   stdout=subprocess.PIPE, text=True, cwd=ROOT) for n in per_worker]
+        browsing = subprocess.Popen(self_command("_load-worker", "--port", str(port), "--threads", str(browsers),
+                                                 "--seconds", str(seconds), "--start-at", str(start_at), "--browse"),
+                                    stdout=subprocess.PIPE, text=True, cwd=ROOT) if browsers else None
         outputs = [p.communicate(timeout=seconds + 120)[0] for p in procs]
+        pages: dict[str, Any] = {}
+        if browsing is not None:
+            data = json.loads(browsing.communicate(timeout=seconds + 120)[0].strip().splitlines()[-1])
+            pages = {"browsers": browsers, "page_loads": len(data["latencies"]), "page_errors": data["error_count"],
+                     "page_first_byte_p50_s": percentile(data["latencies"], 50),
+                     "page_first_byte_p99_s": percentile(data["latencies"], 99)}
         latencies: list[float] = []
         errors: list[str] = []
         error_count = 0
@@ -795,7 +847,8 @@ class Bench:
             error_count += data["error_count"]
         return {"scrapers": self.scrapers, "processes": self.workers, "seconds": seconds,
                 "scrapes": len(latencies), "scrape_errors": error_count, "error_samples": errors[:5],
-                "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99), "max_s": max(latencies)}
+                "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99), "max_s": max(latencies),
+                **pages}
 
     def load_phase(self) -> None:
         interval, timeout = self.load_poll
@@ -854,6 +907,9 @@ class Bench:
             polls.setdefault(after["last"], after["duration"])
             hwm = proc_status(ours.pid)["VmHWM"]
             replayed = self.replay_status()["replayed"] - replayed_before
+            # The same load again, with browsers on the jobs page beside the scrapers (the polls
+            # and memory rows are of the run above).
+            with_browsers = self.load(self.exporter_port, self.load_seconds, browsers=BROWSERS)
         starts = sorted(t for t in polls if t >= before["last"] and t > 0)
         gaps = [b - a for a, b in itertools.pairwise(starts)]
         jitter = min(interval / 10, 5.0)  # the poller's
@@ -872,10 +928,15 @@ class Bench:
             "exporter_rss_max_sampled": rss_max[0], "exporter_rss_peak": hwm,
             "exporter_with_children_max_sampled": with_children_max[0],
             "exporter_memory_peak": max(hwm, with_children_max[0]),
+            "with_browsers": with_browsers,
         }
         log(f"{self.jobs} jobs: load {result['scrapes']} scrapes, p50 {result['p50_s'] * 1000:.1f} ms, "
             f"p99 {result['p99_s'] * 1000:.1f} ms, max {result['max_s'] * 1000:.0f} ms; "
             f"polls {after['polls'] - before['polls']:g}, errors {error_delta}, late {len(late)}")
+        log(f"{self.jobs} jobs: load with {BROWSERS} browsers: scrape p99 {with_browsers['p99_s'] * 1000:.1f} ms; "
+            f"{with_browsers['page_loads']} page loads, first byte p50 "
+            f"{with_browsers['page_first_byte_p50_s'] * 1000:.1f} ms, p99 "
+            f"{with_browsers['page_first_byte_p99_s'] * 1000:.1f} ms")
 
     # ---- 5: render of a new State
 
@@ -1088,6 +1149,22 @@ def markdown(report: dict[str, Any]) -> str:
             if r["load"]["successful_poll_durations_s"] else "none"),
         row("load: exporter peak RSS; with its render child's own memory",
             lambda r: f"{r['load']['exporter_rss_peak'] / MIB:.0f} MiB; {memory_peak(r['load']) / MIB:.0f} MiB"),
+        row("**6. jobs page**, idle: first byte of the page / of /api/v1/jobs (median of 20; max)",
+            lambda r: f"{ms(r['jobs_page_idle']['page_first_byte_median_s'])} / "
+                      f"{ms(r['jobs_page_idle']['api_first_byte_median_s'])} "
+                      f"({ms(r['jobs_page_idle']['page_first_byte_max_s'])}; "
+                      f"{ms(r['jobs_page_idle']['api_first_byte_max_s'])})"
+            if "jobs_page_idle" in r else "-"),
+        row(f"jobs page under the load ({BROWSERS} browsers beside the scrapers, each reloading it every "
+            f"{BROWSER_RELOAD_S:g} s): page loads, first byte p50 / p99",
+            lambda r: f"{r['load']['with_browsers']['page_loads']:,} ({r['load']['with_browsers']['page_errors']} "
+                      f"errors), {ms(r['load']['with_browsers']['page_first_byte_p50_s'])} / "
+                      f"{ms(r['load']['with_browsers']['page_first_byte_p99_s'])}"
+            if "with_browsers" in r["load"] else "-"),
+        row(f"load: scrape p99 without / with the {BROWSERS} browsers (the same load, run after)",
+            lambda r: f"{ms(r['load']['p99_s'])} / {ms(r['load']['with_browsers']['p99_s'])} "
+                      f"({r['load']['with_browsers']['p99_s'] / r['load']['p99_s']:.2f}x)"
+            if "with_browsers" in r["load"] else "-"),
         "",
         f"## Targets ({int(judged_size(runs)):,} jobs, {m['nproc']} CPUs)",
         "",
@@ -1185,6 +1262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--threads", type=int, required=True)
     worker.add_argument("--seconds", type=float, required=True)
     worker.add_argument("--start-at", type=float, required=True)
+    worker.add_argument("--browse", action="store_true")
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("--"):
