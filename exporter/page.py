@@ -98,9 +98,11 @@ def _companies(companies: Iterable[Mapping[str, Any]]) -> str:
         error = company["last_error"]
         error_text = f'{_text(error["reason"])}: {_name(error["message"])}' if error else NONE
         rows.append(
-            f"<tr><th scope=\"row\">{_name(company['company'])}</th><td>{health}</td>"
-            f"<td>{_time(company['last_success'])}</td><td>{error_text}</td>"
-            f"<td>{_time(company['next_poll'])}</td><td class=\"num\">{company['active_jobs']}</td></tr>"
+            f"<tr><th scope=\"row\">{_name(company['company'])}</th><td data-label=\"Poll\">{health}</td>"
+            f"<td data-label=\"Last success\">{_time(company['last_success'])}</td>"
+            f"<td data-label=\"Last error\">{error_text}</td>"
+            f"<td data-label=\"Next poll\">{_time(company['next_poll'])}</td>"
+            f"<td class=\"num\" data-label=\"Active jobs\">{company['active_jobs']}</td></tr>"
         )
     body = "\n".join(rows) or '<tr><td colspan="6">No company is polled yet.</td></tr>'
     return ("<table class=\"companies\"><thead><tr><th scope=\"col\">Company</th><th scope=\"col\">Poll</th>"
@@ -146,9 +148,10 @@ def _job(job: JobRow) -> str:
     tasks = "".join(_task(task) for task in job.tasks) or "<li>no task reported</li>"
     return (
         f'<tr{f" class={classes!r}" if classes else ""} data-job="{_text(job.job_handle)}">'
-        f'<th scope="row">{marks}{_name(job.name)}</th><td>{_name(job.company)}</td><td>{_name(job.job_type)}</td>'
-        f"<td>{_name(job.state)}</td><td>{_time(iso(job.start))} ({duration(job.age)} ago)</td>"
-        f'<td><ul class="tasks">{tasks}</ul></td></tr>'
+        f'<th scope="row">{marks}{_name(job.name)}</th><td data-label="Company">{_name(job.company)}</td>'
+        f'<td data-label="Type">{_name(job.job_type)}</td><td data-label="State">{_name(job.state)}</td>'
+        f'<td data-label="Started">{_time(iso(job.start))} ({duration(job.age)} ago)</td>'
+        f'<td data-label="Tasks"><ul class="tasks">{tasks}</ul></td></tr>'
     )
 
 
@@ -168,12 +171,20 @@ def _task(task: TaskRow) -> str:
         eta = "no ETA: no progress measured"
     label = f"{task.task_type}: {percent}"
     return (
-        f'<li><span class="task">{_name(task.task_type)}</span> {_name(task.state)}{mark} '
+        f'<li><span class="task">{_task_type(task.task_type)}</span> {_name(task.state)}{mark} '
         f'<progress max="1"{value} aria-label="{_text(label)}">{percent}</progress> '
         f'<span class="counts">{task.processed} done · {task.processing} processing · {task.pending} pending'
         f" of {total}</span> "
         f'<span class="since">last progress {duration(task.since_progress)} ago · {eta}</span></li>'
     )
+
+
+def _task_type(value: str) -> str:
+    """A task type by the last part of its Java name (UploadAsyncTaskMonitor), the whole in the title."""
+    short = value.rsplit(".", 1)[-1] or value
+    if short == value:
+        return _name(value)
+    return f'<bdi title="{_text(value)}">{_text(short[:MAX_SHOWN])}</bdi>'
 
 
 def _pager(page: JobsPage) -> str:
@@ -188,10 +199,13 @@ def _pager(page: JobsPage) -> str:
 
 def _finished(rows: Iterable[FinishedRow]) -> str:
     body = "\n".join(
-        f'<tr class="{_text(row.outcome)}"><th scope="row">{_name(row.name)}</th><td>{_name(row.company)}</td>'
-        f"<td>{_name(row.log_type)}</td><td>{_text(row.outcome)}</td><td>{_time(iso(row.end))}</td>"
-        f"<td>{duration(row.duration)}</td><td class=\"num\">{row.files.get('success', 0)}</td>"
-        f"<td class=\"num\">{row.files.get('error', 0)}</td><td class=\"num\">{row.files.get('warning', 0)}</td></tr>"
+        f'<tr class="{_text(row.outcome)}"><th scope="row">{_name(row.name)}</th>'
+        f'<td data-label="Company">{_name(row.company)}</td><td data-label="Type">{_name(row.log_type)}</td>'
+        f'<td data-label="Outcome">{_text(row.outcome)}</td><td data-label="Ended">{_time(iso(row.end))}</td>'
+        f'<td data-label="Took">{duration(row.duration)}</td>'
+        f"<td class=\"num\" data-label=\"Files ok\">{row.files.get('success', 0)}</td>"
+        f"<td class=\"num\" data-label=\"Errors\">{row.files.get('error', 0)}</td>"
+        f"<td class=\"num\" data-label=\"Warnings\">{row.files.get('warning', 0)}</td></tr>"
         for row in rows
     ) or '<tr><td colspan="9">No finished job seen yet.</td></tr>'
     return ('<table class="finished"><thead><tr><th scope="col">Job</th><th scope="col">Company</th>'

@@ -40,6 +40,15 @@
     return el("bdi", { title: shown === value ? null : value }, shown);
   }
 
+  function taskType(value) {
+    const short = value.split(".").pop() || value;
+    return short === value ? name(value) : el("bdi", { title: value }, short.slice(0, MAX_SHOWN));
+  }
+
+  function cell(label, ...children) {
+    return el("td", { "data-label": label }, ...children);
+  }
+
   function time(iso) {
     return iso ? el("time", { datetime: iso }, iso) : "\u2013";
   }
@@ -60,7 +69,7 @@
     if (t.progress_ratio !== null) bar.value = t.progress_ratio;
     const total = t.processed + t.processing + t.pending;
     return el("li", {},
-      el("span", { class: "task" }, name(t.task_type)), " ", name(t.state), mark ? " " : null, mark, " ", bar, " ",
+      el("span", { class: "task" }, taskType(t.task_type)), " ", name(t.state), mark ? " " : null, mark, " ", bar, " ",
       el("span", { class: "counts" },
         `${t.processed} done \u00b7 ${t.processing} processing \u00b7 ${t.pending} pending of ${total}`),
       " ", el("span", { class: "since" }, `last progress ${duration(t.seconds_since_progress)} ago \u00b7 ${eta}`));
@@ -72,24 +81,25 @@
     return el("tr", { class: classes || null, "data-job": j.job_handle },
       el("th", { scope: "row" }, j.stuck ? badge("bad", "stuck") : null, j.stuck ? " " : null,
         j.failed ? badge("bad", "failed") : null, j.failed ? " " : null, name(j.name)),
-      el("td", {}, name(j.company)), el("td", {}, name(j.type)), el("td", {}, name(j.state)),
-      el("td", {}, time(j.start), ` (${duration(j.age_seconds)} ago)`),
-      el("td", {}, el("ul", { class: "tasks" }, ...tasks)));
+      cell("Company", name(j.company)), cell("Type", name(j.type)), cell("State", name(j.state)),
+      cell("Started", time(j.start), ` (${duration(j.age_seconds)} ago)`),
+      cell("Tasks", el("ul", { class: "tasks" }, ...tasks)));
   }
 
   function company(c) {
     const health = !c.polled ? badge("wait", "not polled yet") : c.up ? badge("ok", "up") : badge("bad", "failing");
     const error = c.last_error ? el("span", {}, c.last_error.reason + ": ", name(c.last_error.message)) : "\u2013";
-    return el("tr", {}, el("th", { scope: "row" }, name(c.company)), el("td", {}, health),
-      el("td", {}, time(c.last_success)), el("td", {}, error), el("td", {}, time(c.next_poll)),
-      el("td", { class: "num" }, c.active_jobs));
+    return el("tr", {}, el("th", { scope: "row" }, name(c.company)), cell("Poll", health),
+      cell("Last success", time(c.last_success)), cell("Last error", error), cell("Next poll", time(c.next_poll)),
+      el("td", { class: "num", "data-label": "Active jobs" }, c.active_jobs));
   }
 
   function finished(f) {
-    return el("tr", { class: f.outcome }, el("th", { scope: "row" }, name(f.name)), el("td", {}, name(f.company)),
-      el("td", {}, name(f.log_type)), el("td", {}, f.outcome), el("td", {}, time(f.end)),
-      el("td", {}, duration(f.duration_seconds)), el("td", { class: "num" }, f.files.success),
-      el("td", { class: "num" }, f.files.error), el("td", { class: "num" }, f.files.warning));
+    const num = (label, value) => el("td", { class: "num", "data-label": label }, value);
+    return el("tr", { class: f.outcome }, el("th", { scope: "row" }, name(f.name)), cell("Company", name(f.company)),
+      cell("Type", name(f.log_type)), cell("Outcome", f.outcome), cell("Ended", time(f.end)),
+      cell("Took", duration(f.duration_seconds)), num("Files ok", f.files.success),
+      num("Errors", f.files.error), num("Warnings", f.files.warning));
   }
 
   function fill(tbody, rows, empty, columns) {
