@@ -374,3 +374,15 @@ async def test_an_index_that_cannot_be_built_leaves_the_last_one_and_is_said(mon
     while indexer.current.generation != again.generation:
         await asyncio.sleep(0)
     await indexer.close()
+
+
+def test_the_route_prefix_flag_reaches_the_settings_of_run_and_demo(tmp_path):
+    from exporter.cli import _demo_settings, _overrides, parse_args
+    from exporter.config import load_settings
+
+    config = tmp_path / "config.yml"
+    config.write_text("accounts:\n  - {name: a, endpoint: 'https://ips.example.com/x', user: u, password: p}\n")
+    run = parse_args(["--config.file", str(config), "--web.route-prefix", "/scene7/"])
+    assert load_settings(run.config_file, **_overrides(run)).web.prefix == "/scene7"
+    assert load_settings(config).web.prefix == ""
+    assert _demo_settings(parse_args(["demo", "--web.route-prefix=/jobs"])).web.prefix == "/jobs"
