@@ -23,7 +23,7 @@ from typing import cast
 
 from exporter.models import ActiveJob, TaskState
 from exporter.rates import Measure, TaskKey, next_measure
-from exporter.snapshot import CompanySnapshot, CompanyTarget, State
+from exporter.snapshot import CompanyTarget, State
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _CHECK_EVERY = 64  # jobs between two looks at the clock
 class Entry:
     """A job, with what the page sorts and filters it by."""
 
-    company: CompanySnapshot
+    target: CompanyTarget
     job: ActiveJob
     start: float  # Unix seconds
     oldest_processing_update: float  # the oldest lastProgressUpdate of its Processing tasks; inf: none
@@ -50,6 +50,9 @@ class Entry:
 class JobIndex:
     generation: int = -1  # of the State it was built from
     entries: tuple[Entry, ...] = ()  # oldest start first
+    # Each entry by its job's id: a job the next poll has unchanged (the same model: see
+    # ResponseReader's fingerprints) keeps its entry. The entries hold the jobs, so no id is reused.
+    by_job: Mapping[int, Entry] = field(default_factory=dict)
     measures: Mapping[CompanyTarget, Mapping[TaskKey, Measure]] = field(default_factory=dict)
     polled_at: Mapping[CompanyTarget, float] = field(default_factory=dict)  # the polls the measures are of
     states: tuple[str, ...] = ()  # the job states and types seen, for the page's filters
@@ -60,6 +63,7 @@ def index_steps(state: State, previous: JobIndex) -> Generator[None, None, JobIn
     """Build the index of `state` from the `previous` one; yields now and then, so that a caller
     can give the event loop a turn."""
     entries: list[Entry] = []
+    by_job: dict[int, Entry] = {}
     measures = dict(previous.measures)
     polled_at = dict(previous.polled_at)
     states: set[str] = set()
@@ -70,19 +74,16 @@ def index_steps(state: State, previous: JobIndex) -> Generator[None, None, JobIn
         measured = company.fetched_at is not None and polled_at.get(target) != company.fetched_at
         before = previous.measures.get(target, {})
         now_measures: dict[TaskKey, Measure] = {}
+        at = company.fetched_at or 0.0
         for job in company.jobs:
-            oldest = math.inf
-            failed = False
-            for task in job.task_progress_array:
-                state_now = task.known_state
-                if state_now is TaskState.PROCESSING:
-                    oldest = min(oldest, task.last_progress_update.timestamp())
-                elif state_now is TaskState.FAILED:
-                    failed = True
-                if measured:
+            if measured:
+                for task in job.task_progress_array:
                     key = (job.job_handle, task.task_type)
-                    now_measures[key] = next_measure(before.get(key), company.fetched_at or 0.0, task.num_processed)
-            entries.append(Entry(company, job, job.start_date.timestamp(), oldest, failed))
+                    now_measures[key] = next_measure(before.get(key), at, task.num_processed)
+            known = previous.by_job.get(id(job))
+            entry = known if known is not None and known.job is job and known.target == target else _entry(target, job)
+            entries.append(entry)
+            by_job[id(job)] = entry
             states.add(str(job.state))
             types.add(job.job_type)
             count += 1
@@ -95,9 +96,21 @@ def index_steps(state: State, previous: JobIndex) -> Generator[None, None, JobIn
     for gone in measures.keys() - targets:
         del measures[gone]
         polled_at.pop(gone, None)
-    entries.sort(key=lambda e: (e.start, e.company.target.label, e.job.job_handle))
-    return JobIndex(state.generation, tuple(entries), MappingProxyType(measures), MappingProxyType(polled_at),
-                    tuple(sorted(states)), tuple(sorted(types)))
+    entries.sort(key=lambda e: (e.start, e.target.label, e.job.job_handle))
+    return JobIndex(state.generation, tuple(entries), MappingProxyType(by_job), MappingProxyType(measures),
+                    MappingProxyType(polled_at), tuple(sorted(states)), tuple(sorted(types)))
+
+
+def _entry(target: CompanyTarget, job: ActiveJob) -> Entry:
+    oldest = math.inf
+    failed = False
+    for task in job.task_progress_array:
+        state = task.known_state
+        if state is TaskState.PROCESSING:
+            oldest = min(oldest, task.last_progress_update.timestamp())
+        elif state is TaskState.FAILED:
+            failed = True
+    return Entry(target, job, job.start_date.timestamp(), oldest, failed)
 
 
 def build_index(state: State, previous: JobIndex) -> JobIndex:

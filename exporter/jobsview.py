@@ -233,10 +233,10 @@ class JobsView:
     @staticmethod
     def _job_row(entry: Entry, index: JobIndex, now: float) -> JobRow:
         job = entry.job
-        measures = index.measures.get(entry.company.target, {})
+        measures = index.measures.get(entry.target, {})
         tasks = tuple(_task_row(task, measures.get((job.job_handle, task.task_type)), now)
                       for task in job.task_progress_array)
-        return JobRow(entry.company.target.label, job.job_handle, job.name, job.job_type, str(job.state),
+        return JobRow(entry.target.label, job.job_handle, job.name, job.job_type, str(job.state),
                       entry.start, max(0.0, now - entry.start), tasks)
 
 
@@ -247,7 +247,7 @@ def is_stuck(task: TaskProgress, now: float) -> bool:
 
 def _matches(entry: Entry, query: Query, stuck_before: float | None = None) -> bool:
     job = entry.job
-    return ((query.company is None or entry.company.target.label == query.company)
+    return ((query.company is None or entry.target.label == query.company)
             and (query.state is None or str(job.state) == query.state)
             and (query.job_type is None or job.job_type == query.job_type)
             and (query.text is None or query.text.casefold() in job.name.casefold())

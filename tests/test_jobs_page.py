@@ -386,3 +386,16 @@ def test_the_route_prefix_flag_reaches_the_settings_of_run_and_demo(tmp_path):
     assert load_settings(run.config_file, **_overrides(run)).web.prefix == "/scene7"
     assert load_settings(config).web.prefix == ""
     assert _demo_settings(parse_args(["demo", "--web.route-prefix=/jobs"])).web.prefix == "/jobs"
+
+
+def test_a_job_unchanged_since_the_last_poll_keeps_its_index_entry_and_a_changed_one_gets_a_new_one():
+    world = World()
+    same, moving = job("same"), job("moving", processed=1)
+    world.poll(ACME, same, moving, at=UPDATED)
+    before = {e.job.name: e for e in world.index.current.entries}
+    world.poll(ACME, same, job("moving", processed=5), at=UPDATED + 60)  # the reader gives `same` again
+    after = {e.job.name: e for e in world.index.current.entries}
+    assert after["same"] is before["same"] and after["moving"] is not before["moving"]
+    world.poll(BITS, same, at=UPDATED + 60)  # the same model in another company: its own entry
+    assert {e.target for e in world.index.current.entries if e.job is same} == {ACME, BITS}
+    assert world.measures(ACME)[("j|moving", "com.scene7.upload.UploadAsyncTaskMonitor")].rate == pytest.approx(4 / 60)
