@@ -68,9 +68,8 @@ class Exporter:
         self.poller = make_poller(settings, self.accounts, self.store)
         self.host, port = split_listen_address(settings.web.listen_address)
         self._was_ready = False  # readiness outlives a reload's new poller
-        self.job_index = JobIndexer()
-        self.store.subscribe(self.job_index)
-        jobs = JobsView(lambda: self.store.state, lambda: self.job_index.current,
+        self.job_index = JobIndexer(lambda: self.store.state)
+        jobs = JobsView(lambda: self.store.state, self.job_index,
                         next_poll=lambda target: self.poller.next_poll(target))
         app = WebApp(self.exposition, jobs, ready=self._ready, prefix=settings.web.prefix)
         self.server = HttpServer(app.handle, self.host, port)

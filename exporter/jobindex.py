@@ -1,13 +1,13 @@
-"""The jobs page's index of the State: built once per State, off the scrapes' way.
+"""The jobs page's index of the State: built at most once per State, off the scrapes' way.
 
 At 10,000 jobs, reading every job's dates and task states to sort them takes a quarter of a
 second of CPU (an aware datetime's timestamp() alone is 2 us, and there are 35,000). Done at
-every request it would block the event loop that serves /metrics; so a subscriber of the store
-builds, for each new State, an index holding what the page sorts and filters by as plain
-numbers, and each task's processing rate (exporter/rates.py) measured from the previous poll.
-The build runs on the event loop in slices of `SLICE_SECONDS`, with a turn for the scrapes
-between them; a page request reads the last complete index. States published while an index is
-built are coalesced: the next build takes the newest.
+every request it would block the event loop that serves /metrics; so the first request for a new
+State builds an index holding what the page sorts and filters by as plain numbers, and each
+task's processing rate (exporter/rates.py) measured since the index before, and the requests
+after it read that index. The build runs on the event loop in slices of `SLICE_SECONDS`, with a
+turn for the scrapes between them; a job the poll gave unchanged keeps its entry. Nothing is
+built while nobody asks: the rates are then measured from the next two States asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import cast
@@ -136,32 +136,38 @@ async def build_index_in_turns(state: State, previous: JobIndex) -> JobIndex:
 
 
 class JobIndexer:
-    """Subscribe it to the store: `current` is the index of the last State it could build.
-    Called where no event loop runs (a test, a tool), it builds at once."""
+    """The index of the store's State, built when the page or the API asks for it, never at a
+    poll: an exporter whose page nobody opens spends nothing on it. Requests that come while an
+    index is built wait for that same build."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: Callable[[], State]) -> None:
+        self._state = state
         self.current = JobIndex()
-        self._newest: State | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def __call__(self, state: State) -> None:
-        self._newest = state
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.current = build_index(state, self.current)
-            self._newest = None
-            return
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._build())
+    async def fresh(self) -> JobIndex:
+        """The index of the current State, built (in turns) if it is not yet. A State published
+        during the build is indexed next, once: a page is at most that one poll behind."""
+        for _ in range(2):
+            if self.current.generation == self._state().generation:
+                break
+            if self._task is None or self._task.done():
+                self._task = asyncio.get_running_loop().create_task(self._build(self._state()))
+            await asyncio.shield(self._task)  # a request given up does not stop the build the others wait for
+        return self.current
 
-    async def _build(self) -> None:
-        while self._newest is not None:
-            state, self._newest = self._newest, None
-            try:
-                self.current = await build_index_in_turns(state, self.current)
-            except Exception:  # a bug: the page keeps the last index, the metrics go on
-                log.exception("the jobs page's index of State %d could not be built", state.generation)
+    def now(self) -> JobIndex:
+        """The index of the current State, built at once: for a caller with no event loop."""
+        state = self._state()
+        if self.current.generation != state.generation:
+            self.current = build_index(state, self.current)
+        return self.current
+
+    async def _build(self, state: State) -> None:
+        try:
+            self.current = await build_index_in_turns(state, self.current)
+        except Exception:  # a bug: the page keeps the last index, the metrics go on
+            log.exception("the jobs page's index of State %d could not be built", state.generation)
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

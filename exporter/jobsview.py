@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.jobindex import Entry, JobIndex
+from exporter.jobindex import Entry, JobIndex, JobIndexer
 from exporter.joblogs import FILE_RESULTS
 from exporter.models import JobOutcome, TaskProgress, TaskState
 from exporter.rates import Measure, eta_seconds
@@ -179,7 +179,7 @@ class JobsPage:
 class JobsView:
     """Builds `JobsPage`s and the status from the store's current State and its jobs index."""
 
-    def __init__(self, state: Callable[[], State], index: Callable[[], JobIndex], *,
+    def __init__(self, state: Callable[[], State], index: JobIndexer, *,
                  next_poll: Callable[[CompanyTarget], float | None] = lambda _target: None,
                  clock: Callable[[], float] = time.time) -> None:
         self._state = state
@@ -187,9 +187,9 @@ class JobsView:
         self._next_poll = next_poll
         self._clock = clock
 
-    def page(self, query: Query) -> JobsPage:
+    async def page(self, query: Query) -> JobsPage:
+        index = await self._index.fresh()
         now = self._clock()
-        index = self._index()
         stuck_before = now - STUCK_AFTER_SECONDS
         matching = [entry for entry in index.entries if _matches(entry, query, stuck_before)]  # oldest first
         stuck = sorted((e for e in matching if e.stuck(stuck_before)), key=lambda e: e.oldest_processing_update)
@@ -212,8 +212,9 @@ class JobsView:
         }
 
     def filters(self) -> dict[str, list[str]]:
-        """The values the filters can take now: companies, job states and types."""
-        index = self._index()
+        """The values the filters can take: companies (now), job states and types (as of the
+        last page built)."""
+        index = self._index.current
         return {"company": sorted({c.target.label for c in self._state().companies}),
                 "state": list(index.states), "type": list(index.types)}
 

@@ -8,7 +8,7 @@ or waits on a poll.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from importlib import resources
 from typing import Any
@@ -59,10 +59,9 @@ class WebApp:
                 return Response(200, b"ready\n")
             return Response(503, b"not ready: no poll attempted yet\n")
         if request.path == "/":
-            return self._answer(request, lambda query: page.render(
-                self.jobs.page(query), self.jobs.status(), self.jobs.filters()).encode("utf-8"), HTML)
+            return await self._answer(request, self._page, HTML)
         if request.path == "/api/v1/jobs":
-            return self._answer(request, lambda query: _json(self.jobs.page(query).as_json()), JSON)
+            return await self._answer(request, self._jobs_json, JSON)
         if request.path == "/api/v1/status":
             return Response(200, _json(self.jobs.status()), JSON, _NO_SNIFF)
         if request.path.startswith("/static/") and request.path[8:] in self.static:
@@ -70,15 +69,22 @@ class WebApp:
             return Response(200, self.static[name], STATIC_TYPES[name], (("X-Content-Type-Options", "nosniff"),))
         return Response(404, b"not found\n")
 
+    async def _page(self, query: Query) -> bytes:
+        jobs = await self.jobs.page(query)
+        return page.render(jobs, self.jobs.status(), self.jobs.filters()).encode("utf-8")
+
+    async def _jobs_json(self, query: Query) -> bytes:
+        return _json((await self.jobs.page(query)).as_json())
+
     @staticmethod
-    def _answer(request: Request, body: Callable[[Query], bytes], content_type: str) -> Response:
+    async def _answer(request: Request, body: Callable[[Query], Awaitable[bytes]], content_type: str) -> Response:
         try:
             query = Query.from_params(request.query)
         except BadQuery as exc:
             if content_type == JSON:
                 return Response(400, _json({"error": str(exc)}), JSON, _NO_SNIFF)
             return Response(400, f"bad query: {exc}\n".encode(), headers=_NO_SNIFF)
-        return Response(200, body(query), content_type, _PAGE_HEADERS if content_type == HTML else _NO_SNIFF)
+        return Response(200, await body(query), content_type, _PAGE_HEADERS if content_type == HTML else _NO_SNIFF)
 
     async def metrics(self, request: Request) -> Response:
         variant = self.exposition.negotiate(request.headers.get("accept"), request.headers.get("accept-encoding"))

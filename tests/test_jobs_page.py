@@ -54,25 +54,26 @@ def job(name: str, *, processed: int = 1, updated: float = UPDATED, start: float
 
 
 class World:
-    """A store, the jobs index subscribed to it (built at once: no event loop runs), and a view of
-    both at a clock the test moves."""
+    """A store, the jobs index of its State, and a view of both at a clock the test moves. After
+    each poll the index is built, as when someone has the page open."""
 
     def __init__(self, now: float = UPDATED + 60) -> None:
         self.now = now
         self.store = Store()
-        self.index = JobIndexer()
-        self.store.subscribe(self.index)
-        self.view = JobsView(lambda: self.store.state, lambda: self.index.current, clock=lambda: self.now,
+        self.index = JobIndexer(lambda: self.store.state)
+        self.view = JobsView(lambda: self.store.state, self.index, clock=lambda: self.now,
                              next_poll=lambda target: self.now + 30 if target == ACME else None)
 
     def measures(self, target: CompanyTarget) -> dict:
         return dict(self.index.current.measures.get(target, {}))
 
-    def poll(self, target: CompanyTarget, *jobs: ActiveJob, at: float | None = None) -> None:
+    def poll(self, target: CompanyTarget, *jobs: ActiveJob, at: float | None = None, viewed: bool = True) -> None:
         self.store.record_success(target, jobs, at=self.now if at is None else at, duration=0.1)
+        if viewed:
+            self.index.now()
 
-    def page(self, **params: str) -> dict:
-        answer = self.view.page(Query.from_params({k: [v] for k, v in params.items()})).as_json()
+    async def page(self, **params: str) -> dict:
+        answer = (await self.view.page(Query.from_params({k: [v] for k, v in params.items()}))).as_json()
         jsonschema.validate(answer, SCHEMA["$defs"]["jobs"] | {"$defs": SCHEMA["$defs"]})
         return answer
 
@@ -117,23 +118,23 @@ def test_an_eta_is_given_only_for_a_measured_rate_above_zero(measure, remaining,
     assert eta_seconds(measure, remaining) == eta
 
 
-def test_the_api_gives_a_task_its_rate_and_eta_and_none_to_a_stuck_one():
+async def test_the_api_gives_a_task_its_rate_and_eta_and_none_to_a_stuck_one():
     world = World(now=UPDATED + 60)
     world.poll(ACME, job("moving", processed=10, pending=100), job("slow", processed=3), at=UPDATED - 60)
     world.poll(ACME, job("moving", processed=70, pending=100), job("slow", processed=3), at=UPDATED)
-    tasks = {j["name"]: j["tasks"][0] for j in world.page()["jobs"]}
+    tasks = {j["name"]: j["tasks"][0] for j in (await world.page())["jobs"]}
     assert tasks["moving"]["items_per_second"] == pytest.approx(1.0)  # 60 items in 60 s
     assert tasks["moving"]["eta_seconds"] == pytest.approx(100 + 1)  # pending and processing, at 1 a second
     assert tasks["slow"]["items_per_second"] == 0 and tasks["slow"]["eta_seconds"] is None
     world.now = UPDATED + STUCK_AFTER_SECONDS + 1
-    stuck = {j["name"]: j["tasks"][0] for j in world.page()["jobs"]}["moving"]
+    stuck = {j["name"]: j["tasks"][0] for j in (await world.page())["jobs"]}["moving"]
     assert stuck["stuck"] and stuck["eta_seconds"] is None and stuck["items_per_second"] == pytest.approx(1.0)
 
 
 # -- order, filters, pages -----------------------------------------------------------------------
 
 
-def test_stuck_jobs_come_first_longest_without_progress_first_then_failed_then_the_oldest():
+async def test_stuck_jobs_come_first_longest_without_progress_first_then_failed_then_the_oldest():
     world = World(now=UPDATED + STUCK_AFTER_SECONDS + 600)
     world.poll(ACME,
                job("young", start=UPDATED - 100, updated=world.now - 10),
@@ -143,36 +144,37 @@ def test_stuck_jobs_come_first_longest_without_progress_first_then_failed_then_t
                job("stuck-long", updated=world.now - STUCK_AFTER_SECONDS - 500),
                job("new-not-stuck", task_state="New", start=UPDATED - 3000,
                    updated=world.now - STUCK_AFTER_SECONDS - 900))
-    answer = world.page()
+    answer = await world.page()
     assert [j["name"] for j in answer["jobs"]] == [
         "stuck-long", "stuck-recently", "failed", "old", "new-not-stuck", "young"]
     assert (answer["stuck"], answer["failed"], answer["matching"]) == (2, 1, 6)
-    assert [j["name"] for j in world.page(attention="1")["jobs"]] == ["stuck-long", "stuck-recently", "failed"]
+    assert [j["name"] for j in (await world.page(attention="1"))["jobs"]] == ["stuck-long", "stuck-recently", "failed"]
 
 
-def test_a_task_becomes_stuck_as_time_passes_without_a_poll():
+async def test_a_task_becomes_stuck_as_time_passes_without_a_poll():
     world = World(now=UPDATED + 60)
     world.poll(ACME, job("a", start=UPDATED - 10), job("b", start=UPDATED - 20, updated=UPDATED + 50))
-    assert [j["name"] for j in world.page()["jobs"]] == ["b", "a"] and world.page()["stuck"] == 0
+    assert [j["name"] for j in (await world.page())["jobs"]] == ["b", "a"] and (await world.page())["stuck"] == 0
     world.now = UPDATED + STUCK_AFTER_SECONDS + 30
-    assert [j["name"] for j in world.page()["jobs"]] == ["a", "b"] and world.page()["stuck"] == 1
+    assert [j["name"] for j in (await world.page())["jobs"]] == ["a", "b"] and (await world.page())["stuck"] == 1
 
 
-def test_filters_combine_and_pages_split_what_matches():
+async def test_filters_combine_and_pages_split_what_matches():
     world = World()
     world.poll(ACME, *(job(f"upload-{i}", start=UPDATED - 1000 + i) for i in range(7)),
                job("publish-x", job_type="ImageServingPublishJob", start=UPDATED - 2000))
     world.poll(BITS, job("Upload-bits", start=UPDATED - 3000))
-    assert world.page()["matching"] == 9
-    assert [j["name"] for j in world.page(company="Acme", type="ImageServingPublishJob")["jobs"]] == ["publish-x"]
-    assert world.page(company='Bits & "Bytes" <EU>')["jobs"][0]["company"] == 'Bits & "Bytes" <EU>'
-    assert world.page(q="UPLOAD")["matching"] == 8 and world.page(q="bits")["matching"] == 1
-    assert world.page(state="Running")["matching"] == 9 and world.page(state="Done")["matching"] == 0
-    first = world.page(company="Acme", q="upload-", per_page="4")
-    second = world.page(company="Acme", q="upload-", per_page="4", page="2")
+    assert (await world.page())["matching"] == 9
+    publishes = await world.page(company="Acme", type="ImageServingPublishJob")
+    assert [j["name"] for j in publishes["jobs"]] == ["publish-x"]
+    assert (await world.page(company='Bits & "Bytes" <EU>'))["jobs"][0]["company"] == 'Bits & "Bytes" <EU>'
+    assert (await world.page(q="UPLOAD"))["matching"] == 8 and (await world.page(q="bits"))["matching"] == 1
+    assert (await world.page(state="Running"))["matching"] == 9 and (await world.page(state="Done"))["matching"] == 0
+    first = await world.page(company="Acme", q="upload-", per_page="4")
+    second = await world.page(company="Acme", q="upload-", per_page="4", page="2")
     assert (first["pages"], first["matching"]) == (2, 7)
     assert [j["name"] for j in first["jobs"] + second["jobs"]] == [f"upload-{i}" for i in range(7)]
-    assert world.page(page="9")["jobs"] == []
+    assert (await world.page(page="9"))["jobs"] == []
 
 
 @pytest.mark.parametrize("params", [
@@ -184,7 +186,7 @@ def test_a_query_the_api_does_not_take_is_refused_with_a_reason(params):
         Query.from_params(params)
 
 
-def test_the_status_tells_each_companys_poll_health():
+async def test_the_status_tells_each_companys_poll_health():
     world = World()
     world.store.track(BITS)
     world.poll(ACME, job("a"), at=world.now - 5)
@@ -207,16 +209,16 @@ HOSTILE = [
 ]
 
 
-def rendered(world: World, **params: str) -> str:
+async def rendered(world: World, **params: str) -> str:
     query = Query.from_params({k: [v] for k, v in params.items()})
-    return page.render(world.view.page(query), world.view.status(), world.view.filters())
+    return page.render(await world.view.page(query), world.view.status(), world.view.filters())
 
 
-def test_every_name_from_ips_is_shown_as_the_text_it_is():
+async def test_every_name_from_ips_is_shown_as_the_text_it_is():
     world = World()
     target = CompanyTarget("demo", "c|9", "<b>evil</b> & co")
     world.poll(target, *(job(name, start=UPDATED - i) for i, name in enumerate(HOSTILE)))
-    text = rendered(world)
+    text = await rendered(world)
     tree = lxml_html.fromstring(text)
     assert not tree.xpath("//script[not(@src)]") and not tree.xpath("//img") and not tree.xpath("//b")
     assert not tree.xpath("//@onerror") and not tree.xpath("//@style") and not tree.xpath("//style")
@@ -228,11 +230,11 @@ def test_every_name_from_ips_is_shown_as_the_text_it_is():
     assert tree.xpath("//table[@class='companies']//th/bdi")[0].text == "<b>evil</b> & co"
 
 
-def test_the_page_marks_stuck_and_failed_rows_and_shows_progress_as_a_bar():
+async def test_the_page_marks_stuck_and_failed_rows_and_shows_progress_as_a_bar():
     world = World(now=UPDATED + STUCK_AFTER_SECONDS + 60)
     world.poll(ACME, job("stuck"), job("failed", task_state="Failed", updated=world.now),
                job("fine", updated=world.now))
-    tree = lxml_html.fromstring(rendered(world))
+    tree = lxml_html.fromstring(await rendered(world))
     rows = tree.xpath("//tbody[@id='jobs']/tr")
     assert [row.get("class") for row in rows] == ["stuck", "failed", None]
     assert [row.xpath("string(th)").split()[0] for row in rows] == ["stuck", "failed", "fine"]
@@ -242,10 +244,10 @@ def test_the_page_marks_stuck_and_failed_rows_and_shows_progress_as_a_bar():
     assert "no ETA" in rows[0].text_content() and "rate not measured" in rows[2].text_content()
 
 
-def test_the_page_works_without_javascript_filters_and_pages_are_links_and_a_form():
+async def test_the_page_works_without_javascript_filters_and_pages_are_links_and_a_form():
     world = World()
     world.poll(ACME, *(job(f"j{i}", start=UPDATED - i) for i in range(60)))
-    tree = lxml_html.fromstring(rendered(world, q="j", page="1"))
+    tree = lxml_html.fromstring(await rendered(world, q="j", page="1"))
     form = tree.xpath("//form[@class='filters']")[0]
     assert form.get("method") == "get" and form.get("action") == "./"
     assert {e.get("name") for e in form.xpath(".//select|.//input")} == {"company", "state", "type", "q", "attention"}
@@ -322,7 +324,7 @@ def test_a_route_prefix_that_is_not_a_plain_path_is_refused(prefix):
 # -- the index, built off the scrapes' way ---------------------------------------------------------
 
 
-async def test_the_index_is_built_in_turns_and_states_published_meanwhile_are_coalesced(monkeypatch):
+async def test_the_index_is_built_when_asked_for_in_turns_once_for_every_request_waiting(monkeypatch):
     monkeypatch.setattr(jobindex, "SLICE_SECONDS", 0.0)  # a turn at every look at the clock
     built: list[int] = []
     real = jobindex.build_index_in_turns
@@ -333,32 +335,35 @@ async def test_the_index_is_built_in_turns_and_states_published_meanwhile_are_co
         return index
 
     monkeypatch.setattr(jobindex, "build_index_in_turns", counting)
-    store, indexer = Store(), JobIndexer()
-    store.subscribe(indexer)
+    store = Store()
+    indexer = JobIndexer(lambda: store.state)
     many = tuple(job(f"j{i}") for i in range(300))
     first = store.record_success(ACME, many, at=UPDATED, duration=1.0)
-    assert indexer.current.generation == -1  # not built on the spot: the loop is not held
-    turns = 0
-    while indexer.current.generation != first.generation:
-        await asyncio.sleep(0)
-        turns += 1
-    assert turns >= 300 // jobindex._CHECK_EVERY and len(indexer.current.entries) == 300
-    store.record_success(ACME, many[:10], at=UPDATED + 60, duration=1.0)
-    store.record_success(ACME, many[:20], at=UPDATED + 120, duration=1.0)
-    last = store.record_success(ACME, many[:30], at=UPDATED + 180, duration=1.0)
-    while indexer.current.generation != last.generation:
-        await asyncio.sleep(0)
-    assert built == [first.generation, last.generation]  # three States published at once: one build, the newest
-    assert len(indexer.current.entries) == 30
+    store.record_success(ACME, many, at=UPDATED + 60, duration=1.0)
+    await asyncio.sleep(0)
+    assert built == [] and indexer.current.generation == -1  # a poll builds nothing: nobody asked
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    answers = await asyncio.gather(*(indexer.fresh() for _ in range(3)))
+    task.cancel()
+    assert built == [first.generation + 1] and all(a is answers[0] for a in answers)  # one build for all three
+    assert ticks >= 300 // jobindex._CHECK_EVERY and len(answers[0].entries) == 300  # the loop turned meanwhile
+    assert await indexer.fresh() is answers[0] and len(built) == 1  # the same State: no build
     await indexer.close()
 
 
 async def test_an_index_that_cannot_be_built_leaves_the_last_one_and_is_said(monkeypatch, caplog):
-    store, indexer = Store(), JobIndexer()
-    store.subscribe(indexer)
-    good = store.record_success(ACME, (job("a"),), at=UPDATED, duration=1.0)
-    while indexer.current.generation != good.generation:
-        await asyncio.sleep(0)
+    store = Store()
+    indexer = JobIndexer(lambda: store.state)
+    store.record_success(ACME, (job("a"),), at=UPDATED, duration=1.0)
+    good = await indexer.fresh()
 
     def broken(state, previous):
         raise RuntimeError("a bug")
@@ -366,13 +371,10 @@ async def test_an_index_that_cannot_be_built_leaves_the_last_one_and_is_said(mon
 
     monkeypatch.setattr(jobindex, "index_steps", broken)
     store.record_success(ACME, (job("a"), job("b")), at=UPDATED + 60, duration=1.0)
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert indexer.current.generation == good.generation and "could not be built" in caplog.text
+    assert await indexer.fresh() is good and "could not be built" in caplog.text
     monkeypatch.undo()
     again = store.record_success(ACME, (job("b"),), at=UPDATED + 120, duration=1.0)
-    while indexer.current.generation != again.generation:
-        await asyncio.sleep(0)
+    assert (await indexer.fresh()).generation == again.generation
     await indexer.close()
 
 
@@ -399,3 +401,12 @@ def test_a_job_unchanged_since_the_last_poll_keeps_its_index_entry_and_a_changed
     world.poll(BITS, same, at=UPDATED + 60)  # the same model in another company: its own entry
     assert {e.target for e in world.index.current.entries if e.job is same} == {ACME, BITS}
     assert world.measures(ACME)[("j|moving", "com.scene7.upload.UploadAsyncTaskMonitor")].rate == pytest.approx(4 / 60)
+
+
+def test_polls_nobody_looked_at_are_measured_over_the_span_between_two_looks():
+    world = World()
+    key = ("j|a", "com.scene7.upload.UploadAsyncTaskMonitor")
+    world.poll(ACME, job("a", processed=0), at=1000.0)
+    world.poll(ACME, job("a", processed=30), at=1060.0, viewed=False)  # no index built: no sample
+    world.poll(ACME, job("a", processed=120), at=1120.0)
+    assert world.measures(ACME)[key].rate == pytest.approx(1.0)  # 120 items over the 120 s between the looks
