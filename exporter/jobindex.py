@@ -2,12 +2,13 @@
 
 At 10,000 jobs, reading every job's dates and task states to sort them takes a quarter of a
 second of CPU (an aware datetime's timestamp() alone is 2 us, and there are 35,000). Done at
-every request it would block the event loop that serves /metrics; so the first request for a new
-State builds an index holding what the page sorts and filters by as plain numbers, and each
-task's processing rate (exporter/rates.py) measured since the index before, and the requests
-after it read that index. The build runs on the event loop in slices of `SLICE_SECONDS`, with a
-turn for the scrapes between them; a job the poll gave unchanged keeps its entry. Nothing is
-built while nobody asks: the rates are then measured from the next two States asked for.
+every request it would block the event loop that serves /metrics; so a request for a new State
+starts the build of an index holding what the page sorts and filters by as plain numbers, and
+each task's processing rate (exporter/rates.py) measured since the index before, and the
+requests after it read that index. The build runs on the event loop in slices of
+`SLICE_SECONDS`, with a turn for the scrapes between them; a job the poll gave unchanged keeps its
+entry. Nothing is built while nobody asks: the rates are then measured from the next two States
+asked for.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from exporter.snapshot import CompanyTarget, State
 log = logging.getLogger(__name__)
 
 SLICE_SECONDS = 0.005
+STALE_SECONDS = 2.0
 _CHECK_EVERY = 64  # jobs between two looks at the clock
 
 
@@ -140,19 +142,25 @@ class JobIndexer:
     poll: an exporter whose page nobody opens spends nothing on it. Requests that come while an
     index is built wait for that same build."""
 
-    def __init__(self, state: Callable[[], State]) -> None:
+    def __init__(self, state: Callable[[], State], clock: Callable[[], float] = time.monotonic) -> None:
         self._state = state
+        self._clock = clock
         self.current = JobIndex()
+        self._built_at = -math.inf
         self._task: asyncio.Task[None] | None = None
 
     async def fresh(self) -> JobIndex:
-        """The index of the current State, built (in turns) if it is not yet. A State published
-        during the build is indexed next, once: a page is at most that one poll behind."""
+        """The index of the current State. If it is not built yet, the build starts; an index
+        built less than `STALE_SECONDS` ago is answered meanwhile (a page refreshed every few
+        seconds shows a poll one refresh later, and never waits for a build), an older one waits
+        for it, as the first does."""
         for _ in range(2):
             if self.current.generation == self._state().generation:
                 break
             if self._task is None or self._task.done():
                 self._task = asyncio.get_running_loop().create_task(self._build(self._state()))
+            if self._clock() - self._built_at < STALE_SECONDS:
+                break
             await asyncio.shield(self._task)  # a request given up does not stop the build the others wait for
         return self.current
 
@@ -161,11 +169,13 @@ class JobIndexer:
         state = self._state()
         if self.current.generation != state.generation:
             self.current = build_index(state, self.current)
+            self._built_at = self._clock()
         return self.current
 
     async def _build(self, state: State) -> None:
         try:
             self.current = await build_index_in_turns(state, self.current)
+            self._built_at = self._clock()
         except Exception:  # a bug: the page keeps the last index, the metrics go on
             log.exception("the jobs page's index of State %d could not be built", state.generation)
 

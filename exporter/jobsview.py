@@ -6,8 +6,9 @@ Processing and IPS has not updated its progress for `STUCK_AFTER_SECONDS` (the t
 Scene7TaskStuck alert), and the jobs with a stuck task come first (the longest without progress
 first), then those with a failed task, then the others, oldest first. Filtering, ordering and
 paging happen here, on the server, over the index of the State (exporter/jobindex.py), whose
-numbers make it a few ms at 10,000 jobs; only the rows of the page asked for are built. Whether a
-task is stuck is decided at each request: it becomes stuck as time passes, not only at a poll.
+numbers make it a few ms at 10,000 jobs, done once for the requests with the same filters; only
+the rows of the page asked for are built. Whether a task is stuck is decided every
+`STUCK_STEP_SECONDS`: it becomes stuck as time passes, not only at a poll.
 
 Every name here comes from IPS and is untrusted: the HTML page escapes it, the JSON encoder
 quotes it. Field names of the `as_json` dicts are the JSON API's (docs/api-v1.schema.json):
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +35,8 @@ STUCK_AFTER_SECONDS = 1800.0  # Scene7TaskStuck in dashboards/scene7.rules.yml
 PER_PAGE = 50
 MAX_PER_PAGE = 500
 MAX_TEXT_FILTER = 200
+STUCK_STEP_SECONDS = 5.0
+MAX_ORDERS = 32  # orders of filter sets kept
 MAX_FINISHED = 100  # recently finished jobs shown, worst first (the store keeps job_logs.recent_max each)
 _OUTCOME_RANK = {outcome.value: rank for rank, outcome in enumerate(JobOutcome)}  # worst first
 
@@ -186,22 +190,41 @@ class JobsView:
         self._index = index
         self._next_poll = next_poll
         self._clock = clock
+        # The jobs matching a set of filters, in page order, by (index, filters, stuck-time step):
+        # pages of the same filters (browsers refreshing, the next page) sort only once.
+        self._orders: OrderedDict[tuple[Any, ...], _Order] = OrderedDict()
 
     async def page(self, query: Query) -> JobsPage:
         index = await self._index.fresh()
         now = self._clock()
-        stuck_before = now - STUCK_AFTER_SECONDS
+        # Stuck is judged at the start of a step of STUCK_STEP_SECONDS, the same for the order,
+        # the counts and the rows: a task shows as stuck at most that late.
+        stuck_before = now - now % STUCK_STEP_SECONDS - STUCK_AFTER_SECONDS
+        order = self._order(index, query, stuck_before)
+        start = (query.page - 1) * query.per_page
+        rows = tuple(self._job_row(entry, index, now, stuck_before)
+                     for entry in order.entries[start : start + query.per_page])
+        state = self._state()
+        finished = _finished(c for c in state.companies if query.company in (None, c.target.label))
+        return JobsPage(query, len(order.entries), order.stuck, order.failed, rows, finished[:MAX_FINISHED],
+                        len(finished), now)
+
+    def _order(self, index: JobIndex, query: Query, stuck_before: float) -> _Order:
+        key = (id(index), index.generation, query.company, query.state, query.job_type, query.text,
+               query.attention, stuck_before)
+        order = self._orders.get(key)
+        if order is not None:
+            self._orders.move_to_end(key)
+            return order
         matching = [entry for entry in index.entries if _matches(entry, query, stuck_before)]  # oldest first
         stuck = sorted((e for e in matching if e.stuck(stuck_before)), key=lambda e: e.oldest_processing_update)
         failed = [e for e in matching if e.failed and not e.stuck(stuck_before)]
         others = [e for e in matching if not e.failed and not e.stuck(stuck_before)]
-        ordered = stuck + failed + others
-        start = (query.page - 1) * query.per_page
-        rows = tuple(self._job_row(entry, index, now) for entry in ordered[start : start + query.per_page])
-        state = self._state()
-        finished = _finished(c for c in state.companies if query.company in (None, c.target.label))
-        return JobsPage(query, len(matching), len(stuck), sum(e.failed for e in matching), rows,
-                        finished[:MAX_FINISHED], len(finished), now)
+        order = _Order((*stuck, *failed, *others), len(stuck), sum(e.failed for e in matching))
+        self._orders[key] = order
+        while len(self._orders) > MAX_ORDERS:
+            self._orders.popitem(last=False)
+        return order
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
@@ -232,18 +255,20 @@ class JobsView:
         }
 
     @staticmethod
-    def _job_row(entry: Entry, index: JobIndex, now: float) -> JobRow:
+    def _job_row(entry: Entry, index: JobIndex, now: float, stuck_before: float) -> JobRow:
         job = entry.job
         measures = index.measures.get(entry.target, {})
-        tasks = tuple(_task_row(task, measures.get((job.job_handle, task.task_type)), now)
+        tasks = tuple(_task_row(task, measures.get((job.job_handle, task.task_type)), now, stuck_before)
                       for task in job.task_progress_array)
         return JobRow(entry.target.label, job.job_handle, job.name, job.job_type, str(job.state),
                       entry.start, max(0.0, now - entry.start), tasks)
 
 
-def is_stuck(task: TaskProgress, now: float) -> bool:
-    updated = task.last_progress_update.timestamp()
-    return task.known_state is TaskState.PROCESSING and updated > 0 and now - updated > STUCK_AFTER_SECONDS
+@dataclass(frozen=True)
+class _Order:
+    entries: tuple[Entry, ...]  # the jobs matching, in page order
+    stuck: int
+    failed: int
 
 
 def _matches(entry: Entry, query: Query, stuck_before: float | None = None) -> bool:
@@ -256,9 +281,9 @@ def _matches(entry: Entry, query: Query, stuck_before: float | None = None) -> b
                  or (stuck_before is not None and entry.stuck(stuck_before))))
 
 
-def _task_row(task: TaskProgress, measure: Measure | None, now: float) -> TaskRow:
+def _task_row(task: TaskProgress, measure: Measure | None, now: float, stuck_before: float) -> TaskRow:
     updated = task.last_progress_update.timestamp()
-    stuck = is_stuck(task, now)
+    stuck = task.known_state is TaskState.PROCESSING and 0 < updated < stuck_before
     failed = task.known_state is TaskState.FAILED
     remaining = task.num_pending + task.num_processing
     eta = None if stuck or failed else eta_seconds(measure, remaining)

@@ -126,7 +126,7 @@ async def test_the_api_gives_a_task_its_rate_and_eta_and_none_to_a_stuck_one():
     assert tasks["moving"]["items_per_second"] == pytest.approx(1.0)  # 60 items in 60 s
     assert tasks["moving"]["eta_seconds"] == pytest.approx(100 + 1)  # pending and processing, at 1 a second
     assert tasks["slow"]["items_per_second"] == 0 and tasks["slow"]["eta_seconds"] is None
-    world.now = UPDATED + STUCK_AFTER_SECONDS + 1
+    world.now = UPDATED + STUCK_AFTER_SECONDS + 10  # stuck is judged every STUCK_STEP_SECONDS (5)
     stuck = {j["name"]: j["tasks"][0] for j in (await world.page())["jobs"]}["moving"]
     assert stuck["stuck"] and stuck["eta_seconds"] is None and stuck["items_per_second"] == pytest.approx(1.0)
 
@@ -360,8 +360,8 @@ async def test_the_index_is_built_when_asked_for_in_turns_once_for_every_request
 
 
 async def test_an_index_that_cannot_be_built_leaves_the_last_one_and_is_said(monkeypatch, caplog):
-    store = Store()
-    indexer = JobIndexer(lambda: store.state)
+    store, clock = Store(), [1000.0]
+    indexer = JobIndexer(lambda: store.state, clock=lambda: clock[0])
     store.record_success(ACME, (job("a"),), at=UPDATED, duration=1.0)
     good = await indexer.fresh()
 
@@ -371,6 +371,7 @@ async def test_an_index_that_cannot_be_built_leaves_the_last_one_and_is_said(mon
 
     monkeypatch.setattr(jobindex, "index_steps", broken)
     store.record_success(ACME, (job("a"), job("b")), at=UPDATED + 60, duration=1.0)
+    clock[0] += jobindex.STALE_SECONDS + 1  # too old to be answered without waiting for the build
     assert await indexer.fresh() is good and "could not be built" in caplog.text
     monkeypatch.undo()
     again = store.record_success(ACME, (job("b"),), at=UPDATED + 120, duration=1.0)
@@ -410,3 +411,31 @@ def test_polls_nobody_looked_at_are_measured_over_the_span_between_two_looks():
     world.poll(ACME, job("a", processed=30), at=1060.0, viewed=False)  # no index built: no sample
     world.poll(ACME, job("a", processed=120), at=1120.0)
     assert world.measures(ACME)[key].rate == pytest.approx(1.0)  # 120 items over the 120 s between the looks
+
+
+async def test_a_young_index_is_answered_while_the_next_is_built_and_an_old_one_waits_for_it():
+    store, clock = Store(), [1000.0]
+    indexer = JobIndexer(lambda: store.state, clock=lambda: clock[0])
+    store.record_success(ACME, (job("a"),), at=UPDATED, duration=1.0)
+    first = await indexer.fresh()
+    second_state = store.record_success(ACME, (job("a"), job("b")), at=UPDATED + 60, duration=1.0)
+    clock[0] += jobindex.STALE_SECONDS - 0.5
+    assert await indexer.fresh() is first  # answered at once, the build under way
+    await asyncio.sleep(0.05)
+    assert indexer.current.generation == second_state.generation
+    third_state = store.record_success(ACME, (job("c"),), at=UPDATED + 120, duration=1.0)
+    clock[0] += jobindex.STALE_SECONDS + 0.5
+    assert (await indexer.fresh()).generation == third_state.generation  # too old: waited for
+    await indexer.close()
+
+
+async def test_pages_of_the_same_filters_are_sorted_once_and_follow_each_other():
+    world = World()
+    world.poll(ACME, *(job(f"j{i:02d}", start=UPDATED - 100 + i) for i in range(30)))
+    first, second = await world.page(per_page="10"), await world.page(per_page="10", page="2")
+    assert len(world.view._orders) == 1
+    assert [j["name"] for j in first["jobs"] + second["jobs"]] == [f"j{i:02d}" for i in range(20)]
+    await world.page(q="j1")
+    assert len(world.view._orders) == 2
+    world.poll(ACME, job("new"))  # a new index: sorted again
+    assert (await world.page(per_page="10"))["matching"] == 1 and len(world.view._orders) == 3
