@@ -147,19 +147,22 @@ class JobIndexer:
         self._clock = clock
         self.current = JobIndex()
         self._built_at = -math.inf
+        self._build_started = -math.inf
         self._task: asyncio.Task[None] | None = None
 
     async def fresh(self) -> JobIndex:
-        """The index of the current State. If it is not built yet, the build starts; an index
-        built less than `STALE_SECONDS` ago is answered meanwhile (a page refreshed every few
-        seconds shows a poll one refresh later, and never waits for a build), an older one waits
-        for it, as the first does."""
+        """The index of the current State. If it is not built yet, the build starts. While it
+        runs, the index before it is answered if that one was built less than `STALE_SECONDS`
+        before the build began: pages asked for often (browsers refreshing) never wait for a
+        build, and show a poll one refresh later; a page asked for after a pause waits for it,
+        as the first does."""
         for _ in range(2):
             if self.current.generation == self._state().generation:
                 break
             if self._task is None or self._task.done():
+                self._build_started = self._clock()
                 self._task = asyncio.get_running_loop().create_task(self._build(self._state()))
-            if self._clock() - self._built_at < STALE_SECONDS:
+            if self._build_started - self._built_at < STALE_SECONDS:
                 break
             await asyncio.shield(self._task)  # a request given up does not stop the build the others wait for
         return self.current

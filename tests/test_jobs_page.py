@@ -439,3 +439,27 @@ async def test_pages_of_the_same_filters_are_sorted_once_and_follow_each_other()
     assert len(world.view._orders) == 2
     world.poll(ACME, job("new"))  # a new index: sorted again
     assert (await world.page(per_page="10"))["matching"] == 1 and len(world.view._orders) == 3
+
+
+async def test_a_build_that_takes_long_does_not_make_the_pages_asked_for_meanwhile_wait(monkeypatch):
+    store, clock = Store(), [1000.0]
+    indexer = JobIndexer(lambda: store.state, clock=lambda: clock[0])
+    store.record_success(ACME, (job("a"),), at=UPDATED, duration=1.0)
+    first = await indexer.fresh()
+    release = asyncio.Event()
+    real = jobindex.build_index_in_turns
+
+    async def slow(state, previous):
+        await release.wait()
+        return await real(state, previous)
+
+    monkeypatch.setattr(jobindex, "build_index_in_turns", slow)
+    store.record_success(ACME, (job("b"),), at=UPDATED + 60, duration=1.0)
+    clock[0] += 1.0  # the build begins 1 s after the last one ended
+    assert await indexer.fresh() is first
+    clock[0] += 10 * jobindex.STALE_SECONDS  # the build takes long (a busy loop): still not waited for
+    assert await indexer.fresh() is first
+    release.set()
+    await asyncio.sleep(0.05)
+    assert indexer.current is not first and (await indexer.fresh()) is indexer.current
+    await indexer.close()
