@@ -463,3 +463,49 @@ async def test_a_build_that_takes_long_does_not_make_the_pages_asked_for_meanwhi
     await asyncio.sleep(0.05)
     assert indexer.current is not first and (await indexer.fresh()) is indexer.current
     await indexer.close()
+
+
+def test_a_query_gives_back_every_filter_it_has_for_the_links_between_pages_and_leaves_out_defaults():
+    query = Query(company="A & B", state="Running", job_type="T", text="x y", attention=True, page=2, per_page=10)
+    assert query.params(page=3) == {"company": "A & B", "state": "Running", "type": "T", "q": "x y",
+                                    "attention": "1", "page": "3", "per_page": "10"}
+    assert Query().params() == {} and Query(per_page=50, page=1).params() == {}
+    assert Query.from_params({k: [v] for k, v in query.params().items()}) == query
+
+
+async def test_a_row_reads_as_its_job_and_tasks_are():
+    world = World(now=UPDATED + STUCK_AFTER_SECONDS + 60)
+    stuck_task = job("x").task_progress_array[0]
+    failed_task = job("x", task_state="Failed", updated=world.now - 30).task_progress_array[0].model_copy(
+        update={"task_type": "com.scene7.autoset.AutoSetAsyncTaskMonitor", "progress": 0.9})
+    moving_task = job("x", updated=world.now - 30, pending=100).task_progress_array[0].model_copy(
+        update={"progress": float("nan"), "num_processed": 70})
+    both = job("both", start=UPDATED - 3600).model_copy(update={"task_progress_array": (stuck_task, failed_task)})
+    empty = job("empty", start=UPDATED - 60).model_copy(update={"task_progress_array": ()})
+    moving = job("moving", start=UPDATED - 30).model_copy(update={"task_progress_array": (moving_task,)})
+    before = job("moving", start=UPDATED - 30, processed=10, updated=world.now - 90)
+    world.poll(ACME, both, empty, before, at=world.now - 60)
+    world.poll(ACME, both, empty, moving, at=world.now)
+    tree = lxml_html.fromstring(await rendered(world))
+    rows = {row.get("data-job"): row for row in tree.xpath("//tbody[@id='jobs']/tr")}
+    assert list(rows) == ["j|both", "j|empty", "j|moving"]
+    row = rows["j|both"]
+    assert row.get("class") == "stuck failed"
+    assert " ".join(row.xpath("th")[0].text_content().split()) == "stuck failed both"
+    started = row.xpath("td[@data-label='Started']")[0]
+    assert started.text_content() == f"2026-11-26T05:00:00Z ({page.duration(world.now - UPDATED + 3600)} ago)"
+    first, second = row.xpath(".//ul[@class='tasks']/li")
+    assert first.xpath("span[@class='task']/bdi")[0].text == "UploadAsyncTaskMonitor"
+    assert first.xpath("span[@class='task']/bdi/@title") == ["com.scene7.upload.UploadAsyncTaskMonitor"]
+    assert first.xpath("span[@class='badge bad']/text()") == ["stuck"]
+    assert first.xpath("progress/@value") == ["0.2000"] and first.xpath("progress/text()") == ["20%"]
+    assert first.xpath("progress/@aria-label") == ["com.scene7.upload.UploadAsyncTaskMonitor: 20%"]
+    assert first.xpath("span[@class='counts']/text()") == ["1 done · 1 processing · 3 pending of 5"]
+    assert first.xpath("span[@class='since']/text()") == [
+        f"last progress {page.duration(world.now - UPDATED)} ago · no ETA"]
+    assert second.xpath("span[@class='badge bad']/text()") == ["failed"] and second.xpath("progress/text()") == ["90%"]
+    assert rows["j|empty"].get("class") is None and rows["j|empty"].xpath(".//li/text()") == ["no task reported"]
+    bar = rows["j|moving"].xpath(".//progress")[0]
+    assert bar.get("value") is None and bar.text == "?"  # IPS sent NaN: an indeterminate bar
+    assert rows["j|moving"].xpath(".//span[@class='since']/text()") == [
+        f"last progress 30s ago · ETA {page.duration(101 / 1.0)}"]  # 60 items in 60 s; 100 + 1 to go
