@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -25,8 +26,8 @@ from exporter.jobindex import JobIndexer
 from exporter.jobsview import MAX_PER_PAGE, STUCK_AFTER_SECONDS, BadQuery, JobsView, Query
 from exporter.models import ActiveJob
 from exporter.parse import ResponseReader, check_job_array
-from exporter.rates import TIME_CONSTANT_SECONDS, Measure, eta_seconds
-from exporter.snapshot import CompanyTarget, Store
+from exporter.rates import TIME_CONSTANT_SECONDS, Measure, eta_seconds, next_measure
+from exporter.snapshot import NO_GUARD, CompanyTarget, Store
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "api-v1.schema.json").read_text())
 UPDATED = datetime(2026, 11, 26, 6, 0, tzinfo=UTC).timestamp()  # lastProgressUpdate in job_xml
@@ -90,7 +91,8 @@ def test_a_rate_is_measured_from_the_second_poll_and_smoothed_after():
     assert world.measures(ACME)[key].rate == pytest.approx(1.0)  # 60 items in 60 s
     world.poll(ACME, job("a", processed=70), at=1120.0)  # no progress for a poll: the rate falls, not to 0
     weight = 1 - 2.718281828459045 ** (-60 / TIME_CONSTANT_SECONDS)
-    assert world.measures(ACME)[key].rate == pytest.approx(1.0 - weight)
+    measure = world.measures(ACME)[key]
+    assert measure.rate == pytest.approx(1.0 - weight) and (measure.at, measure.processed) == (1120.0, 70)
 
 
 def test_a_count_that_falls_starts_the_measure_again_and_a_task_gone_is_forgotten():
@@ -112,7 +114,8 @@ def test_a_failed_poll_or_a_job_log_change_measures_nothing():
 
 @pytest.mark.parametrize(("measure", "remaining", "eta"), [
     (Measure(0, 0, 2.0), 100, 50.0), (Measure(0, 0, 0.0), 100, None), (Measure(0, 0, None), 100, None),
-    (None, 100, None), (Measure(0, 0, 2.0), 0, 0.0), (Measure(0, 0, -1.0), 10, None),
+    (None, 100, None), (Measure(0, 0, 2.0), 0, 0.0), (Measure(0, 0, -1.0), 10, None), (None, 0, 0.0),
+    (Measure(0, 0, 2.0), 1, 0.5),
 ])
 def test_an_eta_is_given_only_for_a_measured_rate_above_zero(measure, remaining, eta):
     assert eta_seconds(measure, remaining) == eta
@@ -372,7 +375,8 @@ async def test_an_index_that_cannot_be_built_leaves_the_last_one_and_is_said(mon
     monkeypatch.setattr(jobindex, "index_steps", broken)
     store.record_success(ACME, (job("a"), job("b")), at=UPDATED + 60, duration=1.0)
     clock[0] += jobindex.STALE_SECONDS + 1  # too old to be answered without waiting for the build
-    assert await indexer.fresh() is good and "could not be built" in caplog.text
+    assert await indexer.fresh() is good
+    assert "the jobs page's index of State 2 could not be built" in caplog.messages
     monkeypatch.undo()
     again = store.record_success(ACME, (job("b"),), at=UPDATED + 120, duration=1.0)
     assert (await indexer.fresh()).generation == again.generation
@@ -509,3 +513,46 @@ async def test_a_row_reads_as_its_job_and_tasks_are():
     assert bar.get("value") is None and bar.text == "?"  # IPS sent NaN: an indeterminate bar
     assert rows["j|moving"].xpath(".//span[@class='since']/text()") == [
         f"last progress 30s ago · ETA {page.duration(101 / 1.0)}"]  # 60 items in 60 s; 100 + 1 to go
+
+
+def test_a_second_reading_at_the_same_time_starts_the_measure_again_rather_than_divide_by_nothing():
+    assert next_measure(Measure(10.0, 5, 1.0), 10.0, 7) == Measure(10.0, 7)
+    assert next_measure(Measure(10.0, 5, 1.0), 9.0, 7) == Measure(9.0, 7)
+
+
+@pytest.mark.parametrize(("oldest", "stuck"), [(0.0, False), (1.0, True), (999.0, True), (1000.0, False),
+                                                (float("inf"), False)])
+def test_a_job_is_stuck_when_a_processing_task_last_moved_before_the_threshold_and_after_the_epoch(oldest, stuck):
+    entry = jobindex.Entry(ACME, job("a"), 0.0, oldest, False)
+    assert entry.stuck(1000.0) is stuck
+
+
+def test_the_index_gives_the_loop_a_turn_every_so_many_jobs_and_forgets_a_company_gone():
+    world = World()
+    world.poll(ACME, *(job(f"j{i}") for i in range(300)), viewed=False)
+    world.poll(BITS, job("b", job_type="ImageServingPublishJob"), viewed=False)
+    steps = jobindex.index_steps(world.store.state, world.index.current)
+    turns = 0
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(steps)
+            turns += 1
+    assert turns == 301 // jobindex._CHECK_EVERY  # one turn after every _CHECK_EVERY jobs
+    index = done.value.value
+    assert (index.states, index.types) == (("Running",), ("ImageServingPublishJob", "UrlUpload"))
+    assert set(index.polled_at) == {ACME, BITS}
+    world.store.reconfigure({"other"}, max_age=math.inf, guard=NO_GUARD)
+    assert world.index.now().polled_at == {} and world.index.current.measures == {}
+    assert world.view.filters() == {"company": [], "state": [], "type": []}
+
+
+async def test_an_index_built_at_once_counts_as_built_for_the_requests_after_it():
+    store = Store()
+    indexer = JobIndexer(lambda: store.state)
+    store.record_success(ACME, (job("a"),), at=UPDATED, duration=1.0)
+    built = indexer.now()
+    store.record_success(ACME, (job("b"),), at=UPDATED + 60, duration=1.0)
+    assert await indexer.fresh() is built  # built a moment ago: answered while the next one is built
+    await asyncio.sleep(0.05)
+    assert [e.job.name for e in indexer.current.entries] == ["b"]
+    await indexer.close()
