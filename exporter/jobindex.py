@@ -45,7 +45,13 @@ class Entry:
 
     def stuck(self, before: float) -> bool:
         """A Processing task of this job made no progress since `before` (Unix seconds)."""
-        return 0 < self.oldest_processing_update < before
+        return no_progress_since(self.oldest_processing_update, before)
+
+
+def no_progress_since(last_progress_update: float, before: float) -> bool:
+    """What makes a Processing task stuck: its last progress is before `before`, and is a time
+    (IPS sends the epoch, 0, for none)."""
+    return 0 < last_progress_update < before
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def index_steps(state: State, previous: JobIndex) -> Generator[None, None, JobIn
         measured = company.fetched_at is not None and polled_at.get(target) != company.fetched_at
         before = previous.measures.get(target, {})
         now_measures: dict[TaskKey, Measure] = {}
-        at = company.fetched_at or 0.0
+        at = company.fetched_at or 0.0  # read only when measured, which needs a poll time
         for job in company.jobs:
             if measured:
                 for task in job.task_progress_array:
@@ -91,9 +97,9 @@ def index_steps(state: State, previous: JobIndex) -> Generator[None, None, JobIn
             count += 1
             if count % _CHECK_EVERY == 0:
                 yield
-        if measured and company.fetched_at is not None:
+        if measured:
             measures[target] = MappingProxyType(now_measures)
-            polled_at[target] = company.fetched_at
+            polled_at[target] = at
     targets = {company.target for company in state.companies}
     for gone in measures.keys() - targets:
         del measures[gone]

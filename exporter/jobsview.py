@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.jobindex import Entry, JobIndex, JobIndexer
+from exporter.jobindex import Entry, JobIndex, JobIndexer, no_progress_since
 from exporter.joblogs import FILE_RESULTS
 from exporter.models import JobOutcome, TaskProgress, TaskState
 from exporter.rates import Measure, eta_seconds
@@ -216,11 +216,18 @@ class JobsView:
         if order is not None:
             self._orders.move_to_end(key)
             return order
-        matching = [entry for entry in index.entries if _matches(entry, query, stuck_before)]  # oldest first
-        stuck = sorted((e for e in matching if e.stuck(stuck_before)), key=lambda e: e.oldest_processing_update)
-        failed = [e for e in matching if e.failed and not e.stuck(stuck_before)]
-        others = [e for e in matching if not e.failed and not e.stuck(stuck_before)]
-        order = _Order((*stuck, *failed, *others), len(stuck), sum(e.failed for e in matching))
+        stuck: list[Entry] = []
+        failed: list[Entry] = []
+        others: list[Entry] = []
+        failed_total = 0
+        for entry in index.entries:  # oldest first
+            is_stuck = entry.stuck(stuck_before)
+            if not _matches(entry, query, is_stuck):
+                continue
+            failed_total += entry.failed
+            (stuck if is_stuck else failed if entry.failed else others).append(entry)
+        stuck.sort(key=lambda e: e.oldest_processing_update)
+        order = _Order((*stuck, *failed, *others), len(stuck), failed_total)
         self._orders[key] = order
         while len(self._orders) > MAX_ORDERS:
             self._orders.popitem(last=False)
@@ -271,19 +278,18 @@ class _Order:
     failed: int
 
 
-def _matches(entry: Entry, query: Query, stuck_before: float | None = None) -> bool:
+def _matches(entry: Entry, query: Query, stuck: bool) -> bool:
     job = entry.job
     return ((query.company is None or entry.target.label == query.company)
             and (query.state is None or str(job.state) == query.state)
             and (query.job_type is None or job.job_type == query.job_type)
             and (query.text is None or query.text.casefold() in job.name.casefold())
-            and (not query.attention or entry.failed
-                 or (stuck_before is not None and entry.stuck(stuck_before))))
+            and (not query.attention or entry.failed or stuck))
 
 
 def _task_row(task: TaskProgress, measure: Measure | None, now: float, stuck_before: float) -> TaskRow:
     updated = task.last_progress_update.timestamp()
-    stuck = task.known_state is TaskState.PROCESSING and 0 < updated < stuck_before
+    stuck = task.known_state is TaskState.PROCESSING and no_progress_since(updated, stuck_before)
     failed = task.known_state is TaskState.FAILED
     remaining = task.num_pending + task.num_processing
     eta = None if stuck or failed else eta_seconds(measure, remaining)

@@ -16,12 +16,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from exporter import APP_NAME, __version__
-from exporter.jobsview import STUCK_AFTER_SECONDS, FinishedRow, JobRow, JobsPage, Query, TaskRow, iso
+from exporter.jobsview import MAX_TEXT_FILTER, STUCK_AFTER_SECONDS, FinishedRow, JobRow, JobsPage, Query, TaskRow, iso
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 MAX_SHOWN = 120
 NONE = "&ndash;"  # an empty cell
+_BAD = '<span class="badge bad">{}</span>'  # a mark in words: stuck, failed, failing
 
 
 def render(page: JobsPage, status: Mapping[str, Any], filters: Mapping[str, list[str]]) -> str:
@@ -94,7 +95,7 @@ def _companies(companies: Iterable[Mapping[str, Any]]) -> str:
         elif company["up"]:
             health = '<span class="badge ok">up</span>'
         else:
-            health = '<span class="badge bad">failing</span>'
+            health = _BAD.format("failing")
         error = company["last_error"]
         error_text = f'{_text(error["reason"])}: {_name(error["message"])}' if error else NONE
         rows.append(
@@ -127,7 +128,8 @@ def _filter_form(query: Query, filters: Mapping[str, list[str]]) -> str:
         '<form class="filters" method="get" action="./">'
         f'{select("company", "Company", query.company)}{select("state", "State", query.state)}'
         f'{select("type", "Type", query.job_type)}'
-        f'<label>Name contains <input type="search" name="q" value="{_text(query.text or "")}" maxlength="200">'
+        f'<label>Name contains <input type="search" name="q" value="{_text(query.text or "")}" '
+        f'maxlength="{MAX_TEXT_FILTER}">'
         f'</label><label><input type="checkbox" name="attention" value="1"{checked}> stuck or failed only</label>'
         '<button type="submit">Show</button></form>'
     )
@@ -142,8 +144,7 @@ def _jobs(jobs: Iterable[JobRow]) -> str:
 
 
 def _job(job: JobRow) -> str:
-    marks = ('<span class="badge bad">stuck</span> ' if job.stuck else "") + (
-        '<span class="badge bad">failed</span> ' if job.failed else "")
+    marks = (_BAD.format("stuck") + " " if job.stuck else "") + (_BAD.format("failed") + " " if job.failed else "")
     classes = " ".join(c for c, on in (("stuck", job.stuck), ("failed", job.failed)) if on)
     tasks = "".join(_task(task) for task in job.tasks) or "<li>no task reported</li>"
     return (
@@ -159,8 +160,7 @@ def _task(task: TaskRow) -> str:
     total = task.processed + task.processing + task.pending
     percent = "?" if task.progress is None else f"{task.progress * 100:.0f}%"
     value = "" if task.progress is None else f' value="{task.progress:.4f}"'  # no value: indeterminate
-    mark = ' <span class="badge bad">stuck</span>' if task.stuck else (
-        ' <span class="badge bad">failed</span>' if task.failed else "")
+    mark = " " + _BAD.format("stuck") if task.stuck else (" " + _BAD.format("failed") if task.failed else "")
     if task.eta is not None:
         eta = f"ETA {duration(task.eta)}"
     elif task.stuck or task.failed:
