@@ -19,7 +19,7 @@ from lxml import html as lxml_html
 from servers import all_up, eventually, exporting, get, settings_for, simulated
 from test_parse import ENVELOPE, job_xml
 
-from exporter import jobindex, page
+from exporter import jobindex, jobsview, page
 from exporter.config import WebSection
 from exporter.errors import Reason
 from exporter.jobindex import JobIndexer
@@ -541,6 +541,7 @@ def test_the_index_gives_the_loop_a_turn_every_so_many_jobs_and_forgets_a_compan
     index = done.value.value
     assert (index.states, index.types) == (("Running",), ("ImageServingPublishJob", "UrlUpload"))
     assert set(index.polled_at) == {ACME, BITS}
+    assert set(world.index.now().polled_at) == {ACME, BITS}
     world.store.reconfigure({"other"}, max_age=math.inf, guard=NO_GUARD)
     assert world.index.now().polled_at == {} and world.index.current.measures == {}
     assert world.view.filters() == {"company": [], "state": [], "type": []}
@@ -556,3 +557,53 @@ async def test_an_index_built_at_once_counts_as_built_for_the_requests_after_it(
     await asyncio.sleep(0.05)
     assert [e.job.name for e in indexer.current.entries] == ["b"]
     await indexer.close()
+
+
+async def test_a_page_of_filters_asked_before_reads_the_order_kept_and_the_oldest_order_goes_first(monkeypatch):
+    world = World()
+    world.poll(ACME, *(job(f"j{i}") for i in range(5)))
+    calls = []
+    real = jobsview._matches
+    monkeypatch.setattr(jobsview, "_matches", lambda *args: calls.append(1) or real(*args))
+    await world.page()
+    assert len(calls) == 5
+    first = next(iter(world.view._orders.values()))
+    await world.page(page="2")
+    assert len(calls) == 5 and next(iter(world.view._orders.values())) is first  # read, not sorted again
+    for i in range(jobsview.MAX_ORDERS):
+        await world.page(q=f"j{i}")
+    assert len(world.view._orders) == jobsview.MAX_ORDERS and first not in world.view._orders.values()
+
+
+async def test_a_failed_job_comes_before_older_ones_that_are_fine():
+    world = World()
+    world.poll(ACME, job("fine-old", start=UPDATED - 5000, updated=world.now),
+               job("failed-young", task_state="Failed", start=UPDATED - 10, updated=world.now))
+    assert [j["name"] for j in (await world.page())["jobs"]] == ["failed-young", "fine-old"]
+
+
+async def test_a_task_without_a_state_reads_as_unknown_and_one_updated_now_as_zero_seconds_ago():
+    world = World(now=UPDATED)
+    stateless = job("a").task_progress_array[0].model_copy(update={"task_state": None})
+    world.poll(ACME, job("a").model_copy(update={"task_progress_array": (stateless,)}), job("b", task_state="New"))
+    tasks = {j["name"]: j["tasks"][0] for j in (await world.page())["jobs"]}
+    assert (tasks["a"]["state"], tasks["b"]["state"]) == ("Unknown", "New")
+    assert tasks["a"]["seconds_since_progress"] == 0
+
+
+async def test_the_page_says_why_a_task_has_no_eta_and_when_nothing_matches():
+    world = World(now=UPDATED + 60)
+    plain = job("plain").task_progress_array[0].model_copy(update={"task_type": "Upload"})
+    world.poll(ACME, job("slow", processed=3).model_copy(update={"task_progress_array": (plain,)}), at=UPDATED - 60)
+    world.poll(ACME, job("slow", processed=3).model_copy(update={"task_progress_array": (plain,)}), at=UPDATED)
+    tree = lxml_html.fromstring(await rendered(world))
+    item = tree.xpath("//tbody[@id='jobs']//li")[0]
+    assert " ".join(item.text_content().split()) == (
+        f"Upload Processing 20% 1 done · 1 processing · 3 pending of 5 last progress "
+        f"{page.duration(60)} ago · no ETA: no progress measured")
+    assert sorted(item.xpath("progress")[0].attrib) == ["aria-label", "max", "value"]
+    assert item.xpath("span[@class='task']/bdi")[0].text == "Upload"
+    empty = lxml_html.fromstring(await rendered(world, q="nothing"))
+    assert [c.text_content() for c in empty.xpath("//table[@class='jobs']//th")] == [
+        "Job", "Company", "Type", "State", "Started", "Tasks"]
+    assert empty.xpath("//tbody[@id='jobs']//td/text()") == ["No active job matches."]
