@@ -115,6 +115,74 @@ def test_alert_annotations_name_the_labels_they_are_about(name: str) -> None:
         assert "$labels.task_type" in text
 
 
+def test_summaries_read_the_same_for_every_alert_of_a_name() -> None:
+    """Alertmanager groups alerts by name: a summary naming a company or job would differ from
+    one alert of the group to the next (monitoring-mixins style guide); details go in the
+    description."""
+    for rule in alerts():
+        summary = rule["annotations"]["summary"]
+        assert "{{" not in summary and "$" not in summary, (rule["alert"], summary)
+        assert summary.endswith(".") and (summary[0].isupper() or summary.startswith("scene7-exporter")), summary
+        assert "{{" in rule["annotations"]["description"], rule["alert"]
+
+
+DASHBOARD_URL = re.compile(r"http://localhost:3000/d/(?P<uid>[a-z0-9-]+)\?(?P<query>.+)")
+URL_VARIABLE = re.compile(r"var-(\w+)=(?:\{\{ \$labels\.(\w+) \| urlquery \}\}|\{\{ \. \| urlquery \}\})")
+
+
+@pytest.mark.parametrize("name", alert_names())
+def test_every_alert_links_its_dashboard_with_the_variables_of_its_labels(name: str) -> None:
+    from test_dashboards import DRILLDOWN, OVERVIEW, load, variables
+
+    rule = next(r for r in alerts() if r["alert"] == name)
+    match = DASHBOARD_URL.fullmatch(rule["annotations"]["dashboard_url"])
+    assert match, rule["annotations"]["dashboard_url"]
+    boards = {load(board)["uid"]: load(board) for board in (OVERVIEW, DRILLDOWN)}
+    assert match["uid"] in boards
+    filled = URL_VARIABLE.findall(match["query"])
+    assert filled and len(filled) == match["query"].count("var-")
+    names = [variable for variable, _ in filled]
+    assert names[:1] == ["job"] and "instance" in names, names
+    assert set(names) <= set(variables(boards[match["uid"]])), names
+    for variable, label in filled:
+        assert label in ("", variable), (variable, label)  # var-x takes the label x
+    if "$labels.job_name" in rule["annotations"]["description"] and name != "Scene7JobFinishedWithErrors":
+        assert match["uid"] == "scene7-job" and "job_name" in names, name
+
+
+def test_every_aggregation_and_match_keeps_the_cluster_label() -> None:
+    """`by` and `on` list `cluster` first, so one set of rules serves several clusters (the
+    mixin's `_config.clusterLabel` renames it)."""
+    clauses = 0
+    for rule in load_rules():
+        for clause in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", rule["expr"]):
+            clauses += 1
+            assert clause.startswith("cluster, job, instance"), (rule.get("alert") or rule["record"], clause)
+    assert clauses >= 15
+
+
+def test_recording_rules_are_named_level_metric_operations() -> None:
+    recorded = [rule["record"] for rule in load_rules() if "record" in rule]
+    assert "company_job_task:scene7_task_eta_seconds:deriv30m" in recorded
+    for name in recorded:
+        level, metric, operations = name.split(":")
+        assert re.fullmatch(r"[a-z]+(_[a-z]+)*", level) and re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)*", operations)
+        assert metric.startswith("scene7_"), name
+    tested = {
+        case["expr"]
+        for test in yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))["tests"]
+        for case in test.get("promql_expr_test", [])
+    }
+    assert {"company_job_task:scene7_task_items_processed:deriv30m", "company_job_task:scene7_task_eta_seconds:deriv30m"} <= tested
+
+
+def test_a_target_down_is_a_warning_and_credentials_rejected_are_critical() -> None:
+    severity = {rule["alert"]: rule["labels"]["severity"] for rule in alerts()}
+    assert severity["Scene7ExporterDown"] == "warning"  # as kube-prometheus' TargetDown
+    assert severity["Scene7AuthenticationFailing"] == "critical"  # each retry risks a lockout
+    assert [name for name, level in severity.items() if level == "critical"] == ["Scene7AuthenticationFailing"]
+
+
 def test_rules_use_only_exported_or_recorded_metrics() -> None:
     recorded = {rule["record"] for rule in load_rules() if "record" in rule}
     for rule in load_rules():
