@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from grafana import REFERENCE, Selection, interpolate
 
 from exporter.joblogs import FILE_RESULTS
 from exporter.metrics import BY_NAME, ERROR_REASONS, FAMILIES, ITEM_STATES, JOB_STATES, METRIC_NAMES, TASK_STATES
@@ -29,9 +30,23 @@ DASHBOARD_DIR = ROOT / "dashboards"
 OVERVIEW = "scene7-overview.json"
 DRILLDOWN = "scene7-job.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-# Prometheus adds job and instance to every scraped series; `up` is its own per-target series.
-TARGET_LABELS = frozenset({"job", "instance"})
-KNOWN_METRICS = METRIC_NAMES | {"up"}
+# Prometheus adds job and instance to every scraped series, and multi-cluster setups a cluster
+# label; `up` is its own per-target series.
+TARGET_LABELS = frozenset({"job", "instance", "cluster"})
+RULES = ROOT / "dashboards" / "scene7.rules.yml"
+RECORDED = {
+    rule["record"]: rule
+    for group in yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    for rule in group["rules"]
+    if "record" in rule
+}
+KNOWN_METRICS = METRIC_NAMES | {"up"} | set(RECORDED)
+# The per-task labels the ETA recording rules keep (their `without (item_state)`).
+RECORDED_LABELS = {
+    "company_job_task:scene7_task_items_processed:deriv30m": BY_NAME["scene7_task_progress_ratio"].labels,
+    "company_job_task:scene7_task_eta_seconds:deriv30m": BY_NAME["scene7_task_progress_ratio"].labels,
+    "instance_company:scene7_task_items_pending:sum": ("company",),
+}
 PANEL_TYPES = {"stat", "timeseries", "bargauge", "state-timeline", "table"}
 FILTER_VARIABLES = ("job", "instance", "company", "job_type", "task_type")
 
@@ -85,6 +100,8 @@ def tokenize(expr: str) -> list[tuple[str, str]]:
 
 
 def unquote(token: str) -> str:
+    if token.startswith("`"):
+        return token[1:-1]  # a raw string: no escapes
     return token[1:-1].replace('\\"', '"').replace("\\\\", "\\")
 
 
@@ -139,8 +156,18 @@ def parse(expr: str) -> Query:
 
 
 def labels_of(metric: str) -> set[str]:
-    own = () if metric == "up" else BY_NAME[metric].labels
+    own = () if metric == "up" else RECORDED_LABELS[metric] if metric in RECORDED else BY_NAME[metric].labels
     return set(own) | TARGET_LABELS
+
+
+def variables_used(value: str) -> set[str]:
+    return {m.group(1) or m.group(3) for m in REFERENCE.finditer(value)}
+
+
+# An IPS-made label value (a company name may hold `"`, `\\` or regex characters): the variable
+# regex-escaped by Grafana (`:regex`) inside a raw string, which no value but a backtick breaks.
+def ips_label_matcher(label: str) -> tuple[str, str, str]:
+    return (label, "=~", f"${{{label}:regex}}")
 
 
 def test_parser_finds_selectors_and_skips_functions() -> None:
@@ -270,12 +297,16 @@ def test_ratio_panels_use_percentunit_and_timestamp_ages_use_seconds(
             continue  # per-column units, checked below
         if "scene7_task_progress_ratio" in expr and "count" not in expr:
             assert unit == "percentunit", panel["title"]
-        if "_timestamp_seconds" in expr:
+        shown = expr.split(BOUNDED_BY_JOB_AGE)[0]  # a bound by job age is not what is shown
+        if "_timestamp_seconds" in shown and not expr.startswith("count("):
             assert "time() -" in expr and unit == "s", panel["title"]
 
 
+BOUNDED_BY_JOB_AGE = "\nand on (company, job_name)\ntopk("
+
+
 def test_running_jobs_table_columns_have_units() -> None:
-    table = next(p for p in data_panels(load(OVERVIEW)) if p["type"] == "table")
+    table = next(p for p in data_panels(load(OVERVIEW)) if p["title"].startswith("Running jobs"))
     units = {}
     for override in table["fieldConfig"]["overrides"]:
         props = {p["id"]: p["value"] for p in override["properties"]}
@@ -321,20 +352,25 @@ def test_variables_are_chained_and_use_known_labels(dashboard: dict[str, Any]) -
     for name, var in variables(dashboard).items():
         if var["type"] != "query":
             continue
-        assert var["definition"] == variable_query(var), name
+        assert "definition" not in var, name  # Grafana writes it itself
         match = LABEL_VALUES.match(variable_query(var))
         assert match is not None, name
         (selector,) = parse(match["selector"]).selectors
         assert selector.metric in KNOWN_METRICS, name
         assert match["label"] in labels_of(selector.metric), name
-        used = {value[1:] for _, _, value in selector.matchers if value.startswith("$")}
+        used = set().union(*(variables_used(value) for _, _, value in selector.matchers))
         for label, _, _ in selector.matchers:
             assert label in labels_of(selector.metric), (name, label)
         assert all(order.index(u) < order.index(name) for u in used), name
-        if name != "job":
+        if name != "cluster":
+            assert ("cluster", "=~", "$cluster") in selector.matchers, name
+        if name not in ("cluster", "job"):
             assert ("job", "=~", "$job") in selector.matchers, name
-        if name not in ("job", "instance"):
+        if name not in ("cluster", "job", "instance"):
             assert ("instance", "=~", "$instance") in selector.matchers, name
+        for label in ("company", "job_type", "task_type", "job_name"):
+            if label in used:
+                assert ips_label_matcher(label) in selector.matchers, (name, label)
 
 
 def test_overview_filters_are_multi_value() -> None:
@@ -353,12 +389,17 @@ def test_drilldown_picks_one_company_and_one_job() -> None:
     for _, target in targets(load(DRILLDOWN)):
         for selector in parse(target["expr"]).selectors:
             if "job_name" in labels_of(selector.metric):
-                assert ("job_name", "=", "$job_name") in selector.matchers, target["expr"]
-            assert ("company", "=", "$company") in selector.matchers, target["expr"]
+                assert ips_label_matcher("job_name") in selector.matchers, target["expr"]
+            assert ips_label_matcher("company") in selector.matchers, target["expr"]
 
 
 def test_overview_links_jobs_to_the_drilldown() -> None:
-    table = next(p for p in data_panels(load(OVERVIEW)) if p["type"] == "table")
+    for table in data_panels(load(OVERVIEW)):
+        if table["title"].startswith(("Running jobs", "Tasks that need attention")):
+            check_drilldown_link(table)
+
+
+def check_drilldown_link(table: dict[str, Any]) -> None:
     urls = [
         link["url"]
         for override in table["fieldConfig"]["overrides"]
@@ -368,6 +409,9 @@ def test_overview_links_jobs_to_the_drilldown() -> None:
     ]
     assert len(urls) == 1
     assert urls[0].startswith(f"/d/{load(DRILLDOWN)['uid']}/")
+    # values from the data are percent-encoded: a company name may hold `&` or `#`
+    assert "var-company=${__data.fields.company:percentencode}" in urls[0]
+    assert "var-job_name=${__value.raw:percentencode}" in urls[0]
     drill_vars = variables(load(DRILLDOWN))
     for var in re.findall(r"var-(\w+)=", urls[0]):
         assert var in drill_vars
@@ -385,19 +429,32 @@ def test_every_query_uses_exported_metrics_and_filters_job_and_instance(
         for selector in query.selectors:
             where = f"{panel['title']}: {selector.metric}"
             assert selector.metric in KNOWN_METRICS, where
+            assert ("cluster", "=~", "$cluster") in selector.matchers, where
             assert ("job", "=~", "$job") in selector.matchers, where
             assert ("instance", "=~", "$instance") in selector.matchers, where
-            for label, _, _ in selector.matchers:
+            for label, _, value in selector.matchers:
                 assert label in labels_of(selector.metric), f"{where}: {label}"
+                if variables_used(value) & {"company", "job_type", "task_type", "job_name"}:
+                    assert (label, "=~", value) == ips_label_matcher(label), f"{where}: {label} {value}"
             if selector.range is not None:
-                assert selector.range in ranges_allowed(target), where
+                assert selector.range in ranges_allowed(target, panel), where
         known = set().union(*(labels_of(m) for m in KNOWN_METRICS))
         assert set(query.grouping_labels) <= known, panel["title"]
 
 
-def ranges_allowed(target: dict[str, Any]) -> set[str]:
-    """Graphs read counters over $__rate_interval; an instant query may total the dashboard's range."""
-    return {"$__rate_interval", "$__range"} if target.get("instant") else {"$__rate_interval"}
+def ranges_allowed(target: dict[str, Any], panel: dict[str, Any] | None = None) -> set[str]:
+    """Graphs read counters over $__rate_interval; an instant query may total the dashboard's range;
+    bars of counts per step take increase() over the step itself, so that each event is in one bar."""
+    if target.get("instant"):
+        return {"$__rate_interval", "$__range"}
+    if panel is not None and is_count_per_step(panel, target):
+        return {"$__interval"}
+    return {"$__rate_interval"}
+
+
+def is_count_per_step(panel: dict[str, Any], target: dict[str, Any]) -> bool:
+    bars = panel["fieldConfig"]["defaults"].get("custom", {}).get("drawStyle") == "bars"
+    return bars and "increase(" in target["expr"] and "rate(" not in target["expr"] and bool(panel.get("interval"))
 
 
 def test_rate_and_increase_use_rate_interval(dashboard: dict[str, Any]) -> None:
@@ -406,7 +463,10 @@ def test_rate_and_increase_use_rate_interval(dashboard: dict[str, Any]) -> None:
         calls = re.findall(r"\b(?:rate|increase|irate|delta|deriv)\s*\(", expr)
         ranges = re.findall(r"\[([^\]]*)\]", expr)
         assert len(ranges) == len(calls), panel["title"]
-        assert all(r in ranges_allowed(target) for r in ranges), panel["title"]
+        assert all(r in ranges_allowed(target, panel) for r in ranges), panel["title"]
+        if "[$__interval]" in expr:
+            # at least 4 scrapes of 15 s in a step, or increase() finds too few samples
+            assert re.fullmatch(r"\d+m", panel["interval"]) and int(panel["interval"][:-1]) >= 1, panel["title"]
         assert "irate(" not in expr, panel["title"]
 
 
@@ -465,6 +525,8 @@ def synthetic_series() -> list[dict[str, str]]:
                 values = "1x30" if combo["state"] == CURRENT[metric] else "0x30"
             elif metric.endswith("_timestamp_seconds"):
                 values = "60x30"
+            elif metric == "scene7_task_items" and combo["item_state"] == "processed":
+                values = "0+1x30"  # progress, for the ETA recording rules
             elif metric == "scene7_task_progress_ratio":
                 values = "0.5x30"
             else:
@@ -473,9 +535,18 @@ def synthetic_series() -> list[dict[str, str]]:
     return series
 
 
-def substitute(expr: str) -> str:
-    expr = expr.replace("$__rate_interval", "5m").replace("$__range", "30m")
-    return re.sub(r"\$\{?(\w+)\}?", lambda m: VALUES[m.group(1)], expr)
+MACROS = {"__rate_interval": "5m", "__range": "30m", "__interval": "5m"}
+
+
+def substitute(expr: str, board: dict[str, Any]) -> str:
+    """As Grafana would send it: one value picked for each variable ("All" for the hidden
+    cluster variable, as there is no cluster label here)."""
+    selections = {
+        name: Selection.of(var, [], all_selected=True) if name == "cluster" else Selection.of(var, [VALUES[name]])
+        for name, var in variables(board).items()
+        if var["type"] == "query"
+    }
+    return interpolate(expr, selections, MACROS)
 
 
 def promtool() -> str:
@@ -490,21 +561,21 @@ def test_every_query_and_variable_returns_data(tmp_path: Path) -> None:
     for name in (OVERVIEW, DRILLDOWN):
         board = load(name)
         for panel, target in targets(board):
-            cases.append((f"{name}: {panel['title']} {target['refId']}", target["expr"]))
+            cases.append((f"{name}: {panel['title']} {target['refId']}", substitute(target["expr"], board)))
         for var in variables(board).values():
-            if var["type"] == "query":
+            if var["type"] == "query" and var["name"] != "cluster":  # no cluster label here
                 match = LABEL_VALUES.match(variable_query(var))
                 assert match is not None
-                cases.append((f"{name}: variable {var['name']}", match["selector"]))
+                cases.append((f"{name}: variable {var['name']}", substitute(match["selector"], board)))
     test_file = {
-        "rule_files": [],
+        "rule_files": [str(RULES)],  # the ETA series come from its recording rules
         "tests": [
             {
                 "interval": "1m",
                 "input_series": synthetic_series(),
                 "promql_expr_test": [
                     {
-                        "expr": f"count({substitute(expr)}) > bool 0",
+                        "expr": f"count({expr}) > bool 0",
                         "eval_time": "30m",
                         "exp_samples": [{"labels": "{}", "value": 1}],
                     }

@@ -14,7 +14,6 @@ Run alone with `tests/run -m e2e -s` to see the timings.
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 import ssl
 import time
@@ -27,9 +26,10 @@ import bcrypt
 import httpx
 import pytest
 import yaml
+from grafana import Selection, interpolate
 from servers import alertmanager, prometheus, simulator
 from support import Process, exporter_command, free_port, http_ok, running, wait_until, write_self_signed_certificate
-from test_dashboards import DRILLDOWN, LABEL_VALUES, OVERVIEW, load, targets, variable_query, variables
+from test_dashboards import DRILLDOWN, LABEL_VALUES, OVERVIEW, data_panels, load, targets, variable_query, variables
 
 from exporter.metrics import TASK_STATES
 
@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "dashboards" / "scene7.rules.yml"
 SCRAPE_JOB = "scene7-exporter"  # the name the rules expect
 WRONG_PASSWORD_JOB = "scene7-wrong-password"
+FLAPPING_JOB = "scene7-flapping"  # a second exporter whose polls of one company mostly fail
+QUOTED_COMPANY = 'Bits & "Bytes" <EU>'  # a simulator company: every selector must survive its name
 SCRAPE_USER = "prometheus"
 # 120 x faster: the simulator's keeper jobs then fail a task every ~15 s per company (seed 1).
 TIME_SCALE = 120.0
@@ -47,8 +49,9 @@ SIM_SEED = 1
 RUNBOOK = "https://github.com/scene7-exporter/scene7-exporter/blob/main/README.md#"
 STALE_AGE = 45 * 60  # the simulator keeps a Processing task of every company frozen longer than this
 # Grafana's values for its built-in variables: $__rate_interval is at least 4 scrape intervals
-# of the data source (15s by default); the dashboards' default time range is 6h.
-GRAFANA_MACROS = {"__rate_interval": "1m", "__interval": "15s", "__range": "6h", "__range_s": "21600"}
+# of the data source (15s by default); $__interval is at least the panel's min interval (1m for
+# the one panel using it); the dashboards' default time range is 6h.
+GRAFANA_MACROS = {"__rate_interval": "1m", "__interval": "1m", "__range": "6h", "__range_s": "21600"}
 # Panels that cannot return data in a run of a minute, (dashboard, panel title, refId) -> why.
 # Every query listed must really return nothing, so the list cannot go stale.
 EXPECTED_EMPTY: dict[tuple[str, str, str], str] = {}
@@ -57,6 +60,9 @@ EXPECTED_EMPTY: dict[tuple[str, str, str], str] = {}
 FINISHED_JOB_PANELS = ("Finished job outcome", "Finished job ended", "Finished job duration", "Finished job files")
 for _title in FINISHED_JOB_PANELS:
     EXPECTED_EMPTY[(DRILLDOWN, _title, "A")] = "the job dashboard is opened on a job still active"
+# ...on a job whose task is stalled: it processed nothing in 30 minutes, so it has no ETA. The ETA
+# is checked on a job that progresses instead.
+EXPECTED_EMPTY[(DRILLDOWN, "ETA", "A")] = "a stalled task has no ETA"
 
 
 @dataclass
@@ -65,6 +71,8 @@ class Stack:
     alertmanager: str
     exporter: str
     target: str
+    flapping_port: int
+    tmp: Path
     ca_file: Path
     password: str
     processes: list[Process]
@@ -122,6 +130,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         },
     )
     exporter_port, prometheus_port, alertmanager_port = free_port(), free_port(), free_port()
+    flapping_port = free_port()
     target = f"127.0.0.1:{exporter_port}"
     ca = verifying_context(cert_file)
 
@@ -175,6 +184,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                         "static_configs": [{"targets": [target]}],
                     },
                     {
+                        # started by test_polls_that_flap_fire_scene7_pollsfailing; down until then
+                        "job_name": FLAPPING_JOB,
+                        "static_configs": [{"targets": [f"127.0.0.1:{flapping_port}"]}],
+                    },
+                    {
                         "job_name": WRONG_PASSWORD_JOB,
                         "scrape_interval": "2s",  # every failed check costs a bcrypt round
                         "scrape_timeout": "2s",
@@ -193,6 +207,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             alertmanager=f"http://127.0.0.1:{alertmanager_port}",
             exporter=f"https://{target}",
             target=target,
+            flapping_port=flapping_port,
+            tmp=tmp,
             ca_file=cert_file,
             password=password,
             processes=[sim, exporter, am, prom],
@@ -308,57 +324,40 @@ def test_every_task_state_is_current_for_some_task(stack: Stack) -> None:
 
 # --- dashboards ------------------------------------------------------------------------------------
 
-VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
-REGEX_SPECIAL = re.compile(r"[\\$^*{}\[\]+?.()|]")
+Chooser = Callable[[str, list[str], dict[str, Selection]], str]
 
 
 def promql_string(value: str) -> str:
-    """The inside of a double-quoted PromQL string holding `value`."""
+    """The inside of a double-quoted PromQL string holding `value` (for this test's own queries)."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def regex_literal(value: str) -> str:
-    """`value` as a regular expression matching only itself (what Grafana does for multi-value)."""
-    return REGEX_SPECIAL.sub(lambda m: "\\" + m.group(), value)
-
-
-def substitute(expr: str, values: dict[str, str]) -> str:
-    """Replace Grafana variables; `values` are already in PromQL-string form."""
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        if name in GRAFANA_MACROS:
-            return GRAFANA_MACROS[name]
-        if name not in values:
-            raise AssertionError(f"unknown variable ${name} in {expr!r}")
-        return values[name]
-
-    return VARIABLE.sub(replace, expr)
-
-
-Chooser = Callable[[str, list[str], dict[str, str]], str]
-
-
-def resolve_variables(stack: Stack, board: dict[str, Any], choose: Chooser) -> dict[str, str]:
-    """Run every variable's query in order, as Grafana does, and pick values: "All" for the
-    multi-value ones (allValue, else every value found), `choose` for the single-value ones."""
-    values: dict[str, str] = {}
+def resolve_variables(
+    stack: Stack, board: dict[str, Any], choose: Chooser, *, every_value: bool = False
+) -> dict[str, Selection]:
+    """Run every variable's query in order, as Grafana does, and pick values: for multi-value
+    variables "All" (their allValue), or with `every_value` each value found, picked one by one
+    (so that Grafana regex-escapes and joins them); `choose` for the single-value ones. The hidden
+    cluster variable finds nothing here (no cluster label) and stays at "All"."""
+    selections: dict[str, Selection] = {}
     for name, var in variables(board).items():
         if var["type"] == "datasource":
             continue  # Grafana-side only: no query
         assert var["type"] == "query", f"variable {name}: this test handles query variables only"
         match = LABEL_VALUES.match(variable_query(var))
         assert match is not None, f"variable {name}: this test handles label_values(selector, label) only"
-        selector = substitute(match["selector"], values)
+        selector = interpolate(match["selector"], selections, GRAFANA_MACROS)
         found = sorted({s["metric"][match["label"]] for s in query(stack, selector) if match["label"] in s["metric"]})
-        if not found:
+        if name == "cluster":
+            assert not found and var["hide"] == 2, found
+            selections[name] = Selection.of(var, [], all_selected=True)
+        elif not found:
             raise NoData(f"variable {name}: {selector}")
-        if var.get("multi") or var.get("includeAll"):
-            every = "|".join(regex_literal(v) for v in found)
-            values[name] = var.get("allValue") or promql_string(f"({every})")
+        elif var.get("multi") or var.get("includeAll"):
+            selections[name] = Selection.of(var, found, all_selected=not every_value)
         else:
-            values[name] = promql_string(choose(name, found, values))
-    return values
+            selections[name] = Selection.of(var, [choose(name, found, selections)])
+    return selections
 
 
 def stalled_job(stack: Stack, company: str) -> str:
@@ -374,42 +373,75 @@ def stalled_job(stack: Stack, company: str) -> str:
     return str(sorted(s["metric"]["job_name"] for s in result)[0])
 
 
+def picking(company: str, job_name: str) -> Chooser:
+    """Picks this company and job in the Job dashboard's variables, once Grafana lists them."""
+
+    def choose(name: str, found: list[str], _: dict[str, Selection]) -> str:
+        wanted = {"company": company, "job_name": job_name}[name]
+        if wanted not in found:
+            raise NoData(f"variable {name}: {wanted!r} not among {found}")
+        return wanted
+
+    return choose
+
+
+def overview_cases(stack: Stack, *, every_value: bool) -> list[tuple[tuple[str, str, str], str]]:
+    overview = load(OVERVIEW)
+    selections = resolve_variables(stack, overview, lambda name, found, _: found[0], every_value=every_value)
+    if every_value:
+        assert QUOTED_COMPANY in selections["company"].values, selections["company"]
+    how = "each value" if every_value else "All"
+    return [
+        ((OVERVIEW, f"{panel['title']} [{how}]", target["refId"]),
+         interpolate(target["expr"], selections, GRAFANA_MACROS))
+        for panel, target in targets(overview)
+    ]
+
+
 def dashboard_cases(stack: Stack) -> list[tuple[tuple[str, str, str], str]]:
     """(dashboard, panel, refId) and the query Grafana would send, for the overview with "All"
-    selected and for the job dashboard once per company, on a job with a stalled task."""
-    cases: list[tuple[tuple[str, str, str], str]] = []
-    overview = load(OVERVIEW)
-    values = resolve_variables(stack, overview, lambda name, found, _: found[0])
-    assert values["job"] == promql_string(f"({regex_literal(SCRAPE_JOB)})"), values["job"]
-    assert values["instance"] == promql_string(f"({regex_literal(stack.target)})"), values["instance"]
-    for panel, target in targets(overview):
-        cases.append(((OVERVIEW, panel["title"], target["refId"]), substitute(target["expr"], values)))
-
+    selected and with every value picked, and for the job dashboard once per company (the quoted
+    one among them), on a job with a stalled task."""
+    cases = overview_cases(stack, every_value=False) + overview_cases(stack, every_value=True)
     drilldown = load(DRILLDOWN)
     companies = sorted(s["metric"]["company"] for s in query(stack, f'scene7_up{{job="{SCRAPE_JOB}"}}'))
+    assert QUOTED_COMPANY in companies, companies
     for company in companies:
-        job_name = stalled_job(stack, company)
-
-        def choose(name: str, found: list[str], _: dict[str, str], company: str = company, job: str = job_name) -> str:
-            wanted = {"company": company, "job_name": job}[name]
-            if wanted not in found:
-                raise NoData(f"variable {name}: {wanted!r} not among {found}")
-            return wanted
-
-        values = resolve_variables(stack, drilldown, choose)
+        selections = resolve_variables(stack, drilldown, picking(company, stalled_job(stack, company)))
         for panel, target in targets(drilldown):
             key = (DRILLDOWN, f"{panel['title']} [company {company}]", target["refId"])
-            cases.append((key, substitute(target["expr"], values)))
+            cases.append((key, interpolate(target["expr"], selections, GRAFANA_MACROS)))
+
+    # the ETA on a job that progresses
+    company, progressing = progressing_job(stack)
+    selections = resolve_variables(stack, drilldown, picking(company, progressing))
+    for panel, target in targets(drilldown):
+        if panel["title"] not in FINISHED_JOB_PANELS:
+            key = (DRILLDOWN, f"{panel['title']} [progressing job of company {company}]", target["refId"])
+            cases.append((key, interpolate(target["expr"], selections, GRAFANA_MACROS)))
 
     # the same dashboard on a job that has ended: Grafana lists it while it was active within
     # the time range; the simulator's log-only short jobs end every few seconds
     company, finished = finished_job(stack)
-    values = {**values, "company": promql_string(company), "job_name": promql_string(finished)}
+    selections = {
+        **selections,
+        "company": Selection.of(variables(drilldown)["company"], [company]),
+        "job_name": Selection.of(variables(drilldown)["job_name"], [finished]),
+    }
     for panel, target in targets(drilldown):
         if panel["title"] in FINISHED_JOB_PANELS:
             key = (DRILLDOWN, f"{panel['title']} [finished job of company {company}]", target["refId"])
-            cases.append((key, substitute(target["expr"], values)))
+            cases.append((key, interpolate(target["expr"], selections, GRAFANA_MACROS)))
     return cases
+
+
+def progressing_job(stack: Stack) -> tuple[str, str]:
+    """(company, job name) of a job with an ETA, the quoted company's if it has one."""
+    result = query(stack, f'company_job_task:scene7_task_eta_seconds:deriv30m{{job="{SCRAPE_JOB}"}} > 0')
+    if not result:
+        raise NoData("no task with an ETA")
+    best = sorted(result, key=lambda s: (s["metric"]["company"] != QUOTED_COMPANY, s["metric"]["job_name"]))[0]
+    return best["metric"]["company"], best["metric"]["job_name"]
 
 
 def finished_job(stack: Stack) -> tuple[str, str]:
@@ -427,14 +459,15 @@ def expected_empty(key: tuple[str, str, str]) -> str | None:
 
 def test_every_dashboard_query_and_variable_returns_data(stack: Stack) -> None:
     with timed(stack, "dashboard queries"):
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 60
         empty: list[str] = []
         rounds = 0
         while True:
             rounds += 1
             try:
                 cases = dashboard_cases(stack)
-                empty = [f"{key}: {expr}" for key, expr in cases if not query(stack, expr) and not expected_empty(key)]
+                results = {key: query(stack, expr) for key, expr in cases}
+                empty = [f"{key}: {expr}" for key, expr in cases if not results[key] and not expected_empty(key)]
             except NoData as exc:
                 empty = [str(exc)]
             if not empty or time.monotonic() > deadline:
@@ -442,11 +475,109 @@ def test_every_dashboard_query_and_variable_returns_data(stack: Stack) -> None:
             time.sleep(1)
         if empty:
             pytest.fail("queries without data:\n" + "\n".join(empty), pytrace=False)
-        assert len(cases) > 30
+        assert len(cases) > 60
         for key, expr in cases:
             if expected_empty(key):
                 assert not query(stack, expr), f"{key} returns data: remove it from EXPECTED_EMPTY"
-        print(f"e2e: {len(cases)} dashboard queries returned data, in round {rounds}")
+        quoted = [key for key, _ in cases if f"[company {QUOTED_COMPANY}]" in key[1]]
+        assert len(quoted) == len(list(targets(load(DRILLDOWN)))), quoted
+        counts = "\n".join(f"  {board} | {title} | {ref}: {len(results[(board, title, ref)])} series"
+                            for board, title, ref in results)
+        print(f"e2e: {len(cases)} dashboard queries returned data, in round {rounds}\n{counts}")
+
+
+# --- the attention table and the ETA ----------------------------------------------------------------
+
+
+def mapped(value: float, mappings: list[dict[str, Any]]) -> str:
+    """The text a range value mapping gives `value`, as Grafana shows it."""
+    for mapping in mappings:
+        options = mapping["options"]
+        if mapping["type"] == "range" and options["from"] <= value <= options["to"]:
+            return str(options["result"]["text"])
+    raise AssertionError(f"no mapping for {value}")
+
+
+def attention_rows(stack: Stack) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The "Tasks that need attention" table as Grafana draws it: each instant query, merged on
+    the task's labels, sorted by the panel's sortBy column."""
+    overview = load(OVERVIEW)
+    panel = next(p for p in data_panels(overview) if p["title"] == "Tasks that need attention")
+    selections = resolve_variables(stack, overview, lambda name, found, _: found[0])
+    columns = {
+        override["matcher"]["options"]: {prop["id"]: prop["value"] for prop in override["properties"]}
+        for override in panel["fieldConfig"]["overrides"]
+    }
+    rows: dict[tuple[str, ...], dict[str, Any]] = {}
+    for target in panel["targets"]:
+        name = columns[f"Value #{target['refId']}"]["displayName"]
+        for series in query(stack, interpolate(target["expr"], selections, GRAFANA_MACROS)):
+            labels = series["metric"]
+            key = (labels["company"], labels["job_name"], labels["job_type"], labels["task_type"])
+            rows.setdefault(key, {"key": key})[name] = float(series["value"][1])
+    (sort,) = panel["options"]["sortBy"]
+    ordered = sorted(rows.values(), key=lambda row: row.get(sort["displayName"], float("-inf")), reverse=sort["desc"])
+    return ordered, columns
+
+
+def test_the_attention_table_lists_the_stalled_task_first(stack: Stack) -> None:
+    with timed(stack, "attention table"):
+        columns = attention_rows(stack)[1].values()
+        status_mappings = next(c["mappings"] for c in columns if c.get("displayName") == "Status")
+        longest_stalled = (
+            f'topk(1, time() - scene7_task_last_progress_update_timestamp_seconds{{job="{SCRAPE_JOB}"}} > {STALE_AGE}'
+            " and on (job, instance, company, job_name, job_type, task_type)"
+            f' scene7_task_state{{job="{SCRAPE_JOB}", state="Processing"}} == 1)'
+        )
+
+        def table() -> list[dict[str, Any]] | None:
+            rows, _ = attention_rows(stack)
+            expected = query(stack, longest_stalled)
+            if not rows or not expected:
+                return None
+            labels = expected[0]["metric"]
+            key = (labels["company"], labels["job_name"], labels["job_type"], labels["task_type"])
+            return rows if rows[0]["key"] == key else None
+
+        rows = wait_until(table, 40, "the longest-stalled task first in the attention table")
+        statuses = [mapped(row["Status"], status_mappings) for row in rows]
+        assert statuses[0] == "Stuck" and rows[0]["Since last progress"] > STALE_AGE, rows[0]
+        order = {"Stuck": 0, "Failed": 1, "Processing": 2}
+        assert statuses == sorted(statuses, key=order.__getitem__), statuses
+        stuck = [row["Since last progress"] for row, status in zip(rows, statuses, strict=True) if status == "Stuck"]
+        assert stuck == sorted(stuck, reverse=True)
+        assert len(rows) <= 25 and "Failed" in statuses, statuses
+        assert all("ETA" not in row for row, status in zip(rows, statuses, strict=True) if status != "Processing")
+        print(f"e2e: attention table: {len(rows)} rows, {statuses.count('Stuck')} stuck, "
+              f"{statuses.count('Failed')} failed, first {rows[0]['key']}")
+
+
+ETA = f'company_job_task:scene7_task_eta_seconds:deriv30m{{job="{SCRAPE_JOB}"}}'
+RATE = f'company_job_task:scene7_task_items_processed:deriv30m{{job="{SCRAPE_JOB}"}}'
+
+
+def test_eta_series_exist_and_are_positive(stack: Stack) -> None:
+    with timed(stack, "ETA recording rules"):
+        etas = wait_until(lambda: query(stack, f"{ETA} > 0"), 40, "a positive ETA")
+        every = query(stack, ETA)
+        values = [float(s["value"][1]) for s in every]
+        assert all(0 <= v < float("inf") for v in values), values
+        # only where the task processed items (rate > 0) and is Processing
+        assert not query(stack, f"{ETA} unless on (job, instance, company, job_name, job_type, task_type) ({RATE} > 0)")
+        assert not query(  # Processing when the rule ran (a second or two before this query)
+            stack,
+            f"{ETA} unless on (job, instance, company, job_name, job_type, task_type)"
+            f' max_over_time(scene7_task_state{{job="{SCRAPE_JOB}", state="Processing"}}[10s]) == 1',
+        )
+        # stalled tasks have a rate of 0 and no ETA
+        assert query(stack, f"{RATE} == 0")
+        assert not query(
+            stack,
+            f"{ETA} and on (job, instance, company, job_name, job_type, task_type)"
+            f" (time() - scene7_task_last_progress_update_timestamp_seconds > {STALE_AGE})",
+        )
+        print(f"e2e: {len(etas)} positive ETAs of {len(every)}, e.g. {etas[0]['metric']['job_name']}: "
+              f"{float(etas[0]['value'][1]):.0f}s")
 
 
 # --- alerts ----------------------------------------------------------------------------------------
@@ -561,3 +692,60 @@ def test_every_rule_evaluates_without_error_on_real_data(stack: Stack) -> None:
         for rule in rules:
             assert rule["health"] == "ok" and not rule.get("lastError"), rule
             assert rule["lastEvaluation"] != "0001-01-01T00:00:00Z", f"{rule['name']} was never evaluated"
+
+
+# --- flapping polls --------------------------------------------------------------------------------
+
+FLAPPING_COMPANY = ("c|110", "Acme Retail")  # handle and name in the simulator
+FAILED_IN_A_ROW = 3  # then one poll succeeds: up three quarters of the time down, never 10m in a row
+
+
+def test_polls_that_flap_fire_scene7_pollsfailing(stack: Stack) -> None:
+    """A second exporter, against its own simulator, whose polls of one company fail three times
+    in four: Scene7PollsFailing fires, and is firing while the company's last poll succeeded,
+    which only the flapping branch (`avg_over_time(scene7_up[30m]) < 0.5`) explains."""
+    with timed(stack, "Scene7PollsFailing on flapping polls"), contextlib.ExitStack() as servers:
+        directory = stack.tmp / "flapping"
+        directory.mkdir()
+        _, endpoint = servers.enter_context(simulator(directory, jobs=4, seed=3))
+        faults = endpoint.split("/scene7/")[0] + "/simulator/faults"
+        plan = {"kind": "api", "operation": "getActiveJobs", "company": FLAPPING_COMPANY[0], "times": FAILED_IN_A_ROW}
+        stack.http.post(faults, json=plan).raise_for_status()  # from the first poll on
+        config = write_yaml(
+            directory / "exporter.yml",
+            {
+                "accounts": [{"name": "flapping", "endpoint": endpoint, "user": "demo@example.com"}],
+                "poll": {"interval": "1s", "timeout": "0.8s"},
+                "job_logs": {"enabled": False},
+                "web": {"listen_address": f"127.0.0.1:{stack.flapping_port}"},
+            },
+        )
+        servers.enter_context(running(
+            "flapping-exporter",
+            exporter_command("run", f"--config.file={config}"),
+            directory,
+            lambda: http_ok(f"http://127.0.0.1:{stack.flapping_port}/readyz"),
+            env={"SCENE7_EXPORTER_PASSWORD": "demo"},
+        ))
+        company = promql_string(FLAPPING_COMPANY[1])
+        firing_while_up = (
+            f'ALERTS{{alertname="Scene7PollsFailing", alertstate="firing", job="{FLAPPING_JOB}", company="{company}"}}'
+            f' and on (job, instance, company) scene7_up{{job="{FLAPPING_JOB}", company="{company}"}} == 1'
+        )
+        polls: list[int] = []
+
+        def flapping_and_firing() -> list[dict[str, Any]] | None:
+            state = stack.http.get(faults).json()
+            if state["plan"] is None:  # the failures are used up: let one poll through, then again
+                polls.append(int(state["injected"]))
+                time.sleep(1.2)
+                stack.http.post(faults, json=plan).raise_for_status()
+            return query(stack, firing_while_up) or None
+
+        wait_until(flapping_and_firing, 90, "Scene7PollsFailing firing while the last poll succeeded", interval=0.3)
+        share = query(stack, f'avg_over_time(scene7_up{{job="{FLAPPING_JOB}", company="{company}"}}[30m])')
+        assert share and 0 < float(share[0]["value"][1]) < 0.5, share
+        others = query(stack, f'ALERTS{{alertname="Scene7PollsFailing", job="{FLAPPING_JOB}", company!="{company}"}}')
+        assert not others, others  # the other companies of that exporter poll fine
+        print(f"e2e: flapping: {len(polls)} rounds of {FAILED_IN_A_ROW} failures, "
+              f"{float(share[0]['value'][1]):.0%} of polls succeeded when it fired")

@@ -173,7 +173,10 @@ def test_recording_rules_are_named_level_metric_operations() -> None:
         for test in yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))["tests"]
         for case in test.get("promql_expr_test", [])
     }
-    assert {"company_job_task:scene7_task_items_processed:deriv30m", "company_job_task:scene7_task_eta_seconds:deriv30m"} <= tested
+    assert {
+        "company_job_task:scene7_task_items_processed:deriv30m",
+        "company_job_task:scene7_task_eta_seconds:deriv30m",
+    } <= tested
 
 
 def test_a_target_down_is_a_warning_and_credentials_rejected_are_critical() -> None:
