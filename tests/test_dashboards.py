@@ -460,7 +460,7 @@ def is_count_per_step(panel: dict[str, Any], target: dict[str, Any]) -> bool:
 def test_rate_and_increase_use_rate_interval(dashboard: dict[str, Any]) -> None:
     for panel, target in targets(dashboard):
         expr = target["expr"]
-        calls = re.findall(r"\b(?:rate|increase|irate|delta|deriv)\s*\(", expr)
+        calls = re.findall(r"\b(?:rate|increase|irate|delta|deriv|\w+_over_time)\s*\(", expr)
         ranges = re.findall(r"\[([^\]]*)\]", expr)
         assert len(ranges) == len(calls), panel["title"]
         assert all(r in ranges_allowed(target, panel) for r in ranges), panel["title"]
@@ -468,6 +468,15 @@ def test_rate_and_increase_use_rate_interval(dashboard: dict[str, Any]) -> None:
             # at least 4 scrapes of 15 s in a step, or increase() finds too few samples
             assert re.fullmatch(r"\d+m", panel["interval"]) and int(panel["interval"][:-1]) >= 1, panel["title"]
         assert "irate(" not in expr, panel["title"]
+
+
+def test_up_is_read_only_for_scene7_exporters() -> None:
+    """With the job variable's "All" (.+), `up` alone would list every target of Prometheus."""
+    ups = [(p, t) for p, t in targets(load(OVERVIEW)) if any(s.metric == "up" for s in parse(t["expr"]).selectors)]
+    assert ups
+    for panel, target in ups:
+        assert "and on (cluster, job, instance)" in target["expr"], panel["title"]
+        assert "scene7_exporter_build_info" in target["expr"], panel["title"]
 
 
 def test_counters_are_only_read_through_rate_or_increase(dashboard: dict[str, Any]) -> None:
