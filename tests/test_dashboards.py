@@ -302,7 +302,7 @@ def test_ratio_panels_use_percentunit_and_timestamp_ages_use_seconds(
             assert "time() -" in expr and unit == "s", panel["title"]
 
 
-BOUNDED_BY_JOB_AGE = "\nand on (company, job_name)\ntopk("
+BOUNDED_BY_JOB_AGE = "\nand on (company, job_name)\n"  # then topk or bottomk of the jobs' ages
 
 
 def test_running_jobs_table_columns_have_units() -> None:
@@ -443,18 +443,31 @@ def test_every_query_uses_exported_metrics_and_filters_job_and_instance(
 
 
 def ranges_allowed(target: dict[str, Any], panel: dict[str, Any] | None = None) -> set[str]:
-    """Graphs read counters over $__rate_interval; an instant query may total the dashboard's range;
-    bars of counts per step take increase() over the step itself, so that each event is in one bar."""
-    if target.get("instant"):
-        return {"$__rate_interval", "$__range"}
-    if panel is not None and is_count_per_step(panel, target):
-        return {"$__interval"}
-    return {"$__rate_interval"}
+    """Graphs read counters over $__rate_interval; an instant query may total the dashboard's range."""
+    return {"$__rate_interval", "$__range"} if target.get("instant") else {"$__rate_interval"}
 
 
-def is_count_per_step(panel: dict[str, Any], target: dict[str, Any]) -> bool:
-    bars = panel["fieldConfig"]["defaults"].get("custom", {}).get("drawStyle") == "bars"
-    return bars and "increase(" in target["expr"] and "rate(" not in target["expr"] and bool(panel.get("interval"))
+# An exact count over a window (the step of bars, or the time range of a stat): the counter now
+# minus the counter then, from 0 for a series new in the window if the exporter was scraped then.
+COUNTED_SINCE = re.compile(
+    r"clamp_min\(\s*(?P<counter>(?P<metric>\w+_total)\{[^\n]*\})\s*-\s*\(\s*"
+    r"(?P=counter) offset (?P<window>\$__interval|\$__range)\s*or\s*(?P=counter) \* 0\s*"
+    r"and on \(cluster, job, instance, company\) scene7_up\{[^\n]*\} offset (?P=window)\s*\),\s*0\s*\)"
+)
+
+
+def counted_since(panel: dict[str, Any], target: dict[str, Any]) -> set[str]:
+    """The counters `target` reads as exact counts: per step only in bars with a min interval,
+    over the range only in an instant query."""
+    found = set()
+    for match in COUNTED_SINCE.finditer(target["expr"]):
+        if match["window"] == "$__range":
+            assert target.get("instant"), panel["title"]
+        else:
+            assert panel["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "bars", panel["title"]
+            assert re.fullmatch(r"\d+m", panel["interval"]), panel["title"]  # 4 scrapes of 15 s at least
+        found.add(match["metric"])
+    return found
 
 
 def test_rate_and_increase_use_rate_interval(dashboard: dict[str, Any]) -> None:
@@ -464,9 +477,6 @@ def test_rate_and_increase_use_rate_interval(dashboard: dict[str, Any]) -> None:
         ranges = re.findall(r"\[([^\]]*)\]", expr)
         assert len(ranges) == len(calls), panel["title"]
         assert all(r in ranges_allowed(target, panel) for r in ranges), panel["title"]
-        if "[$__interval]" in expr:
-            # at least 4 scrapes of 15 s in a step, or increase() finds too few samples
-            assert re.fullmatch(r"\d+m", panel["interval"]) and int(panel["interval"][:-1]) >= 1, panel["title"]
         assert "irate(" not in expr, panel["title"]
 
 
@@ -481,9 +491,17 @@ def test_up_is_read_only_for_scene7_exporters() -> None:
 
 def test_counters_are_only_read_through_rate_or_increase(dashboard: dict[str, Any]) -> None:
     for panel, target in targets(dashboard):
+        exact = counted_since(panel, target)
         for selector in parse(target["expr"]).selectors:
-            if selector.metric.endswith("_total"):
+            if selector.metric.endswith("_total") and selector.metric not in exact:
                 assert selector.range is not None, f"{panel['title']}: {selector.metric}"
+
+
+def test_failures_are_counted_exactly_per_step_and_over_the_range() -> None:
+    board = load(OVERVIEW)
+    read = {panel["title"]: counted_since(panel, target) for panel, target in targets(board)}
+    assert read["Failed tasks over time"] == read["Failed tasks"] == {"scene7_tasks_finished_total"}
+    assert read["Jobs finished with errors"] == {"scene7_jobs_finished_total"}
 
 
 # --- every query returns data from promtool, on synthetic series of every metric -----------
@@ -621,3 +639,53 @@ def test_provisioning_files() -> None:
     (provider,) = boards["providers"]
     assert provider["type"] == "file" and provider["folder"]
     assert provider["options"]["path"].startswith("/")
+
+
+def test_failures_per_step_add_up_to_the_failures_of_the_range(tmp_path: Path) -> None:
+    """The bars of "Failed tasks over time" and the "Failed tasks" stat, run by promtool on a
+    counter created at its first failure (2m) that counts three failures by 7m: one bar per
+    failure, none lost between steps, the stat 3; and nothing counted from before the exporter
+    was first scraped (a fresh Prometheus must not count a counter's whole past)."""
+    board = load(OVERVIEW)
+    exprs = {panel["title"]: target["expr"] for panel, target in targets(board)}
+    labels = 'job="scene7-exporter", instance="exporter:10373", company="acme"'
+    counter = f'scene7_tasks_finished_total{{{labels}, task_type="upload", final_state="Failed"}}'
+
+    def run(expr: str, window: str) -> str:
+        macros = {"__interval": window, "__range": window, "__rate_interval": window}
+        selections = {
+            name: Selection.of(var, [], all_selected=True)
+            for name, var in variables(board).items()
+            if var["type"] == "query"
+        }
+        return interpolate(expr, selections, macros)
+
+    bars = run(exprs["Failed tasks over time"], "2m")
+    total = run(exprs["Failed tasks"], "8m")
+    before_any_scrape = run(exprs["Failed tasks"], "9m")  # the range starts before the first scrape
+    test_file = {
+        "rule_files": [],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"scene7_up{{{labels}}}", "values": "_ 1x9"},
+                    {"series": counter, "values": "_ _ 1 1 1 2 2 3 3 3"},
+                ],
+                "promql_expr_test": [
+                    *(
+                        {"expr": f"sum({bars})", "eval_time": f"{t}m",
+                         "exp_samples": [{"labels": "{}", "value": value}] if value is not None else []}
+                        for t, value in ((2, None), (4, 0), (6, 1), (8, 1))
+                    ),
+                    {"expr": f"sum({bars})", "eval_time": "3m", "exp_samples": [{"labels": "{}", "value": 1}]},
+                    {"expr": total, "eval_time": "9m", "exp_samples": [{"labels": "{}", "value": 3}]},
+                    {"expr": before_any_scrape, "eval_time": "9m", "exp_samples": [{"labels": "{}", "value": 0}]},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "failures.test.yml"
+    path.write_text(yaml.safe_dump(test_file, sort_keys=False), encoding="utf-8")
+    result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -459,7 +459,9 @@ def expected_empty(key: tuple[str, str, str]) -> str | None:
 
 def test_every_dashboard_query_and_variable_returns_data(stack: Stack) -> None:
     with timed(stack, "dashboard queries"):
-        deadline = time.monotonic() + 60
+        # "Failed tasks over time" counts a step from the exporter's scrape a step (1m) before:
+        # nothing until Prometheus has scraped it for a minute
+        deadline = time.monotonic() + 120
         empty: list[str] = []
         rounds = 0
         while True:
@@ -697,13 +699,16 @@ def test_every_rule_evaluates_without_error_on_real_data(stack: Stack) -> None:
 # --- flapping polls --------------------------------------------------------------------------------
 
 FLAPPING_COMPANY = ("c|110", "Acme Retail")  # handle and name in the simulator
-FAILED_IN_A_ROW = 3  # then one poll succeeds: up three quarters of the time down, never 10m in a row
+FAILED_IN_A_ROW = 9  # failed polls (one a second), then polls succeed for SUCCEEDING_FOR seconds
+SUCCEEDING_FOR = 5.0
 
 
 def test_polls_that_flap_fire_scene7_pollsfailing(stack: Stack) -> None:
-    """A second exporter, against its own simulator, whose polls of one company fail three times
-    in four: Scene7PollsFailing fires, and is firing while the company's last poll succeeded,
-    which only the flapping branch (`avg_over_time(scene7_up[30m]) < 0.5`) explains."""
+    """A second exporter, against its own simulator, whose polls of one company fail 9 s out of
+    every 14: Scene7PollsFailing fires, and is firing after 3 s without a failed poll (the rules
+    and the scrapes run every second), which only the flapping branch
+    (`avg_over_time(scene7_up[30m]) < 0.5`) explains; the all-failing branch needs the last
+    poll failed."""
     with timed(stack, "Scene7PollsFailing on flapping polls"), contextlib.ExitStack() as servers:
         directory = stack.tmp / "flapping"
         directory.mkdir()
@@ -728,24 +733,27 @@ def test_polls_that_flap_fire_scene7_pollsfailing(stack: Stack) -> None:
             env={"SCENE7_EXPORTER_PASSWORD": "demo"},
         ))
         company = promql_string(FLAPPING_COMPANY[1])
-        firing_while_up = (
+        up = f'scene7_up{{job="{FLAPPING_JOB}", company="{company}"}}'
+        firing_after_good_polls = (
             f'ALERTS{{alertname="Scene7PollsFailing", alertstate="firing", job="{FLAPPING_JOB}", company="{company}"}}'
-            f' and on (job, instance, company) scene7_up{{job="{FLAPPING_JOB}", company="{company}"}} == 1'
+            f" and on (job, instance, company) min_over_time({up}[3s]) == 1"
         )
-        polls: list[int] = []
+        cleared_at: list[float] = []
 
         def flapping_and_firing() -> list[dict[str, Any]] | None:
-            state = stack.http.get(faults).json()
-            if state["plan"] is None:  # the failures are used up: let one poll through, then again
-                polls.append(int(state["injected"]))
-                time.sleep(1.2)
-                stack.http.post(faults, json=plan).raise_for_status()
-            return query(stack, firing_while_up) or None
+            if stack.http.get(faults).json()["plan"] is None:  # the failures are used up
+                if not cleared_at or cleared_at[-1] < 0:
+                    cleared_at.append(time.monotonic())
+                elif time.monotonic() - cleared_at[-1] > SUCCEEDING_FOR:
+                    stack.http.post(faults, json=plan).raise_for_status()
+                    cleared_at.append(-1.0)
+            return query(stack, firing_after_good_polls) or None
 
-        wait_until(flapping_and_firing, 90, "Scene7PollsFailing firing while the last poll succeeded", interval=0.3)
-        share = query(stack, f'avg_over_time(scene7_up{{job="{FLAPPING_JOB}", company="{company}"}}[30m])')
+        wait_until(flapping_and_firing, 90, "Scene7PollsFailing firing after 3 s of good polls", interval=0.3)
+        share = query(stack, f"avg_over_time({up}[30m])")
         assert share and 0 < float(share[0]["value"][1]) < 0.5, share
         others = query(stack, f'ALERTS{{alertname="Scene7PollsFailing", job="{FLAPPING_JOB}", company!="{company}"}}')
         assert not others, others  # the other companies of that exporter poll fine
-        print(f"e2e: flapping: {len(polls)} rounds of {FAILED_IN_A_ROW} failures, "
+        rounds = sum(1 for t in cleared_at if t >= 0)
+        print(f"e2e: flapping: fired in good-poll spell {rounds}, "
               f"{float(share[0]['value'][1]):.0%} of polls succeeded when it fired")

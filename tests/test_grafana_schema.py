@@ -12,7 +12,6 @@ data source's annotation fields, which Grafana reads but keeps out of the shared
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,6 @@ from test_dashboards import DASHBOARD_DIR, DRILLDOWN, OVERVIEW, load
 
 PACKAGE = Path(__file__).resolve().parent / "grafana-schema"
 TSC = PACKAGE / "node_modules" / ".bin" / "tsc"
-CHECKS = PACKAGE / "checks"  # under the package, so that `@grafana/schema` resolves
 
 PRELUDE = """\
 import type { AnnotationQuery, DataQuery, Dashboard } from '@grafana/schema';
@@ -82,23 +80,20 @@ def typescript_of(dashboard: object, name: str) -> str:
     return PRELUDE + f"export const {name}: CheckedDashboard = {json.dumps(dashboard, indent=2)};\n"
 
 
-def tsc(sources: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Type-check `sources` (file name -> TypeScript) together; a fresh directory each time."""
-    shutil.rmtree(CHECKS, ignore_errors=True)
-    CHECKS.mkdir()
-    try:
-        (CHECKS / "tsconfig.json").write_text(json.dumps(TSCONFIG), encoding="utf-8")
-        for file_name, source in sources.items():
-            (CHECKS / file_name).write_text(source, encoding="utf-8")
-        return subprocess.run(
-            [str(installed()), "-p", str(CHECKS), "--pretty", "false"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    finally:
-        shutil.rmtree(CHECKS, ignore_errors=True)
+def tsc(sources: dict[str, str], directory: Path) -> subprocess.CompletedProcess[str]:
+    """Type-check `sources` (file name -> TypeScript) together, in `directory`, where a link to
+    the installed packages lets `@grafana/schema` resolve."""
+    (directory / "node_modules").symlink_to(PACKAGE / "node_modules", target_is_directory=True)
+    (directory / "tsconfig.json").write_text(json.dumps(TSCONFIG), encoding="utf-8")
+    for file_name, source in sources.items():
+        (directory / file_name).write_text(source, encoding="utf-8")
+    return subprocess.run(
+        [str(installed()), "-p", str(directory), "--pretty", "false"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +103,16 @@ def schema_version() -> Iterator[str]:
     yield manifest["version"]
 
 
-def test_both_dashboards_are_grafana_dashboards_by_its_own_types(schema_version: str) -> None:
-    result = tsc({
-        "overview.ts": typescript_of(load(OVERVIEW), "overview"),
-        "job.ts": typescript_of(load(DRILLDOWN), "job"),
-    })
+def test_both_dashboards_are_grafana_dashboards_by_its_own_types(schema_version: str, tmp_path: Path) -> None:
+    result = tsc(
+        {"overview.ts": typescript_of(load(OVERVIEW), "overview"), "job.ts": typescript_of(load(DRILLDOWN), "job")},
+        tmp_path,
+    )
     assert result.returncode == 0, f"@grafana/schema {schema_version}:\n{result.stdout}{result.stderr}"
     assert sorted(p.name for p in DASHBOARD_DIR.glob("*.json")) == sorted([OVERVIEW, DRILLDOWN])
 
 
-def test_the_check_fails_on_what_grafana_would_not_read(schema_version: str) -> None:
+def test_the_check_fails_on_what_grafana_would_not_read(schema_version: str, tmp_path: Path) -> None:
     """The check is not vacuous: a wrong enum value, an unknown field, a wrong type, a variable
     whose `current` lacks its value, each fail with the field named."""
     broken = load(OVERVIEW)
@@ -126,7 +121,7 @@ def test_the_check_fails_on_what_grafana_would_not_read(schema_version: str) -> 
     broken["refresh"] = 60
     broken["templating"]["list"][2]["current"] = {}
     broken["annotations"]["list"][1]["expr"] = "ALERTS"
-    result = tsc({"broken.ts": typescript_of(broken, "broken")})
+    result = tsc({"broken.ts": typescript_of(broken, "broken")}, tmp_path)
     assert result.returncode != 0
     errors = result.stdout
     assert '"absolut"' in errors, errors

@@ -71,6 +71,8 @@ def test_another_config_changes_what_it_names_and_promtool_accepts_it(tmp_path: 
         for value in (rule["expr"], *rule.get("annotations", {}).values())
     )
     assert "(cluster, " not in text and "(k8s_cluster, job, instance" in text
+    assert "$labels.cluster" not in text and "var-cluster={{ . | urlquery }}" in text
+    assert "{{ with $labels.k8s_cluster }}" in text and "{k8s_cluster=%q, job=%q" in text
     assert 'job="scene7-exporter"' not in text and 'up{job="s7-exporter"}' in text
     rules = rules_by_name(groups)
     for name, rule in rules.items():
@@ -102,6 +104,10 @@ def test_another_config_reaches_every_dashboard_query() -> None:
             assert "> 1800" not in target["expr"], (name, panel["title"])
         text = json.dumps(board)
         assert '"value": 1800' not in text and "for 30 minutes" not in text
+        assert '"value": 21600' not in text and "after 6 hours" not in text
     overview = render(CUSTOM)["dashboards"][OVERVIEW]
     stuck = next(p for p in overview["panels"] if p["title"] == "Stuck tasks")
     assert "> 2700" in stuck["targets"][0]["expr"] and "for 45 minutes" in stuck["description"]
+    longest = next(p for p in overview["panels"] if p["title"] == "Longest-running job")
+    assert "after 12 hours" in longest["description"]
+    assert longest["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] == 12 * 3600

@@ -52,6 +52,8 @@
 
   local clusterReplacements = [
     ['(cluster, ', '(%s, ' % config.clusterLabel],
+    ['$labels.cluster', '$labels.' + config.clusterLabel],
+    ['{cluster=%q, ', '{%s=%%q, ' % config.clusterLabel],
     ['cluster=~"$cluster"', '%s=~"$cluster"' % config.clusterLabel],
     ['label_values(scene7_up, cluster)', 'label_values(scene7_up, %s)' % config.clusterLabel],
   ],
@@ -96,13 +98,19 @@
   prometheusAlerts+:: { groups+: groupsOf('alert', '') },
   prometheusRules+:: { groups+: groupsOf('record', '.rules') },
 
-  // The stuck threshold: in queries, in the colours of "since last progress" (1800 s), in words.
+  // The stuck and long-job thresholds: in queries, in the colours of "since last progress"
+  // (1800 s) and of job ages (21600 s), in words.
   local dashboardReplacements = clusterReplacements + [
     [' > 1800', ' > ' + stuckSeconds],
     ['for 30 minutes', 'for %d minutes' % config.stuckTaskMinutes],
     ['past 30 minutes', 'past %d minutes' % config.stuckTaskMinutes],
+    ['after 6 hours', 'after %d hours' % config.jobRunningTooLongHours],
   ],
-  local dashboard(file) = replaceAll(file, dashboardReplacements, { '1800': config.stuckTaskMinutes * 60 }),
+  local dashboardNumbers = {
+    '1800': config.stuckTaskMinutes * 60,
+    '21600': config.jobRunningTooLongHours * 3600,
+  },
+  local dashboard(file) = replaceAll(file, dashboardReplacements, dashboardNumbers),
   grafanaDashboards+:: {
     'scene7-overview.json': dashboard(import '../scene7-overview.json'),
     'scene7-job.json': dashboard(import '../scene7-job.json'),
