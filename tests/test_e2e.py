@@ -245,8 +245,9 @@ def prometheus_api(stack: Stack, path: str, **params: str) -> Any:
     return body["data"]
 
 
-def query(stack: Stack, expr: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = prometheus_api(stack, "query", query=expr)["result"]
+def query(stack: Stack, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+    params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+    result: list[dict[str, Any]] = prometheus_api(stack, "query", **params)["result"]
     return result
 
 
@@ -500,9 +501,10 @@ def mapped(value: float, mappings: list[dict[str, Any]]) -> str:
     raise AssertionError(f"no mapping for {value}")
 
 
-def attention_rows(stack: Stack) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The "Tasks that need attention" table as Grafana draws it: each instant query, merged on
-    the task's labels, sorted by the panel's sortBy column."""
+def attention_rows(stack: Stack, at: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The "Tasks that need attention" table as Grafana draws it at time `at`: each instant
+    query (all at the same time, as Grafana sends a panel's queries), merged on the task's
+    labels, sorted by the panel's sortBy column."""
     overview = load(OVERVIEW)
     panel = next(p for p in data_panels(overview) if p["title"] == "Tasks that need attention")
     selections = resolve_variables(stack, overview, lambda name, found, _: found[0])
@@ -513,7 +515,7 @@ def attention_rows(stack: Stack) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows: dict[tuple[str, ...], dict[str, Any]] = {}
     for target in panel["targets"]:
         name = columns[f"Value #{target['refId']}"]["displayName"]
-        for series in query(stack, interpolate(target["expr"], selections, GRAFANA_MACROS)):
+        for series in query(stack, interpolate(target["expr"], selections, GRAFANA_MACROS), at):
             labels = series["metric"]
             key = (labels["company"], labels["job_name"], labels["job_type"], labels["task_type"])
             rows.setdefault(key, {"key": key})[name] = float(series["value"][1])
@@ -524,31 +526,43 @@ def attention_rows(stack: Stack) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 def test_the_attention_table_lists_the_stalled_task_first(stack: Stack) -> None:
     with timed(stack, "attention table"):
-        columns = attention_rows(stack)[1].values()
+        columns = attention_rows(stack, time.time() - 1)[1].values()
         status_mappings = next(c["mappings"] for c in columns if c.get("displayName") == "Status")
+        on_task = " and on (job, instance, company, job_name, job_type, task_type)"
         longest_stalled = (
             f'topk(1, time() - scene7_task_last_progress_update_timestamp_seconds{{job="{SCRAPE_JOB}"}} > {STALE_AGE}'
-            " and on (job, instance, company, job_name, job_type, task_type)"
-            f' scene7_task_state{{job="{SCRAPE_JOB}", state="Processing"}} == 1)'
+            f'{on_task} scene7_task_state{{job="{SCRAPE_JOB}", state="Processing"}} == 1)'
         )
+        stuck = (
+            f'time() - scene7_task_last_progress_update_timestamp_seconds{{job="{SCRAPE_JOB}"}} > 1800'
+            f' and scene7_task_last_progress_update_timestamp_seconds{{job="{SCRAPE_JOB}"}} > 0'
+            f'{on_task} scene7_task_state{{job="{SCRAPE_JOB}", state="Processing"}} == 1'
+        )
+        failed = f'scene7_task_state{{job="{SCRAPE_JOB}", state="Failed"}} == 1'
 
-        def table() -> list[dict[str, Any]] | None:
-            rows, _ = attention_rows(stack)
-            expected = query(stack, longest_stalled)
-            if not rows or not expected:
-                return None
-            labels = expected[0]["metric"]
-            key = (labels["company"], labels["job_name"], labels["job_type"], labels["task_type"])
-            return rows if rows[0]["key"] == key else None
+        def keys(result: list[dict[str, Any]]) -> set[tuple[str, ...]]:
+            return {tuple(s["metric"][k] for k in ("company", "job_name", "job_type", "task_type")) for s in result}
 
-        rows = wait_until(table, 40, "the longest-stalled task first in the attention table")
+        def table() -> tuple[list[dict[str, Any]], float] | None:
+            at = time.time() - 1  # scraped by then
+            rows, _ = attention_rows(stack, at)
+            expected = keys(query(stack, longest_stalled, at))
+            return (rows, at) if rows and rows[0]["key"] in expected else None
+
+        rows, at = wait_until(table, 40, "the longest-stalled task first in the attention table")
         statuses = [mapped(row["Status"], status_mappings) for row in rows]
         assert statuses[0] == "Stuck" and rows[0]["Since last progress"] > STALE_AGE, rows[0]
         order = {"Stuck": 0, "Failed": 1, "Processing": 2}
         assert statuses == sorted(statuses, key=order.__getitem__), statuses
-        stuck = [row["Since last progress"] for row, status in zip(rows, statuses, strict=True) if status == "Stuck"]
-        assert stuck == sorted(stuck, reverse=True)
-        assert len(rows) <= 25 and "Failed" in statuses, statuses
+        since = [row["Since last progress"] for row, status in zip(rows, statuses, strict=True) if status == "Stuck"]
+        assert since == sorted(since, reverse=True)
+        # the rows are the tasks stuck and failed at that time, as the exporter has them
+        by_status = {name: {row["key"] for row, s in zip(rows, statuses, strict=True) if s == name} for name in order}
+        stuck_then, failed_then = keys(query(stack, stuck, at)), keys(query(stack, failed, at))
+        assert len(rows) <= 25
+        if len(stuck_then) + len(failed_then) <= 25:  # else the table shows the first 25 of them
+            assert by_status["Stuck"] == stuck_then
+            assert by_status["Failed"] == failed_then, (by_status["Failed"], failed_then)
         assert all("ETA" not in row for row, status in zip(rows, statuses, strict=True) if status != "Processing")
         print(f"e2e: attention table: {len(rows)} rows, {statuses.count('Stuck')} stuck, "
               f"{statuses.count('Failed')} failed, first {rows[0]['key']}")
