@@ -42,6 +42,12 @@ EXPOSE 10373
 # Follows the default listen port: change it here too if --web.listen-address moves it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:10373/healthz', timeout=4)"]
+# The commit and the build time, last so that a new value rebuilds no layer above:
+#   --build-arg REVISION="$(git rev-parse HEAD)" --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
 ENTRYPOINT ["scene7-exporter"]
 # Mount the configuration file at this path (or pass another --config.file).
 CMD ["run", "--config.file=/etc/scene7-exporter/config.yml"]

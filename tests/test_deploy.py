@@ -123,6 +123,10 @@ def test_dockerfile_runtime_contract():
     assert labels["org.opencontainers.image.source"] == "https://github.com/scene7-exporter/scene7-exporter"
     assert labels["org.opencontainers.image.title"] == "scene7-exporter"
     assert labels["org.opencontainers.image.description"]
+    # from build arguments (the smoke test passes the commit and the time, and reads them back)
+    assert labels["org.opencontainers.image.revision"] == "unknown"
+    assert labels["org.opencontainers.image.created"] == "unknown"
+    assert {"REVISION=unknown", "CREATED=unknown"} <= set(instructions("ARG"))
 
 
 def test_dockerignore_lets_through_exactly_what_the_build_copies():
@@ -539,6 +543,15 @@ def test_workload_is_locked_down_and_probed(variant):
     assert container["image"] == f"scene7-exporter:{project_version()}"
     if obj["kind"] == "Deployment":
         assert obj["spec"]["replicas"] == 1, "a second replica would poll IPS twice"
+        # a rolling update would run two pollers at once: every series and alert twice
+        assert obj["spec"]["strategy"] == {"type": "Recreate"}
+    else:
+        assert obj["spec"].get("updateStrategy", {"type": "RollingUpdate"})["type"] == "RollingUpdate"
+    for labels in (obj["metadata"]["labels"], obj["spec"]["template"]["metadata"]["labels"]):
+        assert labels["app.kubernetes.io/version"] == project_version()
+        assert labels["app.kubernetes.io/component"] == "exporter"
+    # the selector stays what it was: a selector cannot change on an existing workload
+    assert obj["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "scene7-exporter"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
