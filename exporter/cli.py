@@ -12,9 +12,11 @@ import asyncio
 import json
 import logging
 import os
+import platform
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,46 @@ SUBCOMMANDS = ("run", "demo", "simulate", "check-config")
 SIMULATOR_PASSWORD_ENV = "SCENE7_SIMULATOR_PASSWORD"  # noqa: S105 - a variable name
 
 
+# The libraries whose version decides behaviour an operator may ask about (`--version`).
+KEY_DEPENDENCIES = (
+    "httpx", "h11", "prometheus-client", "pydantic", "pydantic-settings", "apscheduler", "lxml", "bcrypt",
+)
+
+
+def version_text() -> str:
+    """`--version`, on several lines as node_exporter prints it: the exporter, Python, the
+    platform, then the key dependencies."""
+    lines = [
+        f"{APP_NAME}, version {__version__}",
+        f"  python version:    {platform.python_version()} ({platform.python_implementation()})",
+        f"  platform:          {sys.platform}/{platform.machine()}",
+    ]
+    for name in KEY_DEPENDENCIES:
+        try:
+            found = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found = "not installed"
+        lines.append(f"  {name + ':':<18} {found}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """Prints `version_text()` and exits, on every subcommand; computed only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "print the version and exit") -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def _version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action=_VersionAction)
+
+
 def _common(parser: argparse.ArgumentParser, *, listen_default: str | None = None) -> None:
     parser.add_argument(
         "--web.listen-address", dest="web.listen_address", default=listen_default,
@@ -56,10 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=APP_NAME, description="Prometheus exporter for Adobe Scene7 IPS job progress."
     )
-    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    _version(parser)
     commands = parser.add_subparsers(dest="command")
 
     run = commands.add_parser("run", help="poll IPS and serve metrics (the default)")
+    _version(run)
     run.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
     run.add_argument("--web.config.file", dest="web.config_file", type=Path,
                      help="TLS and basic auth, in the exporter-toolkit web configuration format")
@@ -68,12 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     _route_prefix(run)
 
     demo = commands.add_parser("demo", help="run against the built-in IPS simulator, no account needed")
+    _version(demo)
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--jobs", type=int, default=24, help="active jobs in the simulated world")
     _common(demo)
     _route_prefix(demo)
 
     simulate = commands.add_parser("simulate", help="serve the IPS simulator alone")
+    _version(simulate)
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--jobs", type=int, default=30, help="active jobs in the simulated world")
     simulate.add_argument("--companies", type=int, default=3)
@@ -85,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(simulate, listen_default="127.0.0.1:8080")
 
     check = commands.add_parser("check-config", help="validate the configuration and print it")
+    _version(check)
     check.add_argument("--config.file", dest="config_file", type=Path)
     check.add_argument("--web.config.file", dest="web.config_file", type=Path)
     return parser

@@ -287,3 +287,23 @@ def test_demo_shows_finished_jobs_of_every_outcome_within_two_minutes(tmp_path, 
             for line in lines:
                 if "recent_job" not in line or lines.index(line) % 40 == 0:
                     print(line)
+
+
+@pytest.mark.parametrize("argv", [[], ["run"], ["demo"], ["simulate"], ["check-config"]])
+def test_version_on_every_subcommand_names_python_and_the_key_libraries(argv, capsys):
+    import platform
+    from importlib import metadata
+
+    from exporter import __version__
+    from exporter.cli import KEY_DEPENDENCIES
+
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--version"])
+    assert exited.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"scene7-exporter, version {__version__}"
+    python = [platform.python_version(), f"({platform.python_implementation()})"]
+    assert lines[1].split() == ["python", "version:", *python]
+    assert lines[2].split()[0] == "platform:"
+    found = {line.split()[0].rstrip(":"): line.split()[1] for line in lines[3:]}
+    assert found == {name: metadata.version(name) for name in KEY_DEPENDENCIES}
