@@ -71,7 +71,8 @@ class Exporter:
         self.job_index = JobIndexer(lambda: self.store.state)
         jobs = JobsView(lambda: self.store.state, self.job_index,
                         next_poll=lambda target: self.poller.next_poll(target))
-        app = WebApp(self.exposition, jobs, ready=self._ready, prefix=settings.web.prefix)
+        app = WebApp(self.exposition, jobs, ready=self._ready, prefix=settings.web.prefix,
+                     telemetry_path=settings.web.telemetry_path)
         self.server = HttpServer(app.handle, self.host, port)
         self._apply_web_config(settings, web_config)
 
@@ -94,7 +95,8 @@ class Exporter:
     async def start(self) -> None:
         await self.server.start()
         self.poller.start()
-        log.info("serving %s://%s%s/metrics", self.scheme, host_port(self.host, self.port), self.settings.web.prefix)
+        log.info("serving %s://%s%s%s", self.scheme, host_port(self.host, self.port), self.settings.web.prefix,
+                 self.settings.web.telemetry_path)
 
     async def reload(self, settings: Settings) -> None:
         """Apply a configuration read again: accounts, polling, the series guard, the web
@@ -104,7 +106,7 @@ class Exporter:
             raise ConfigError(["accounts: no IPS account configured"])
         web_config = web_config_of(settings)
         accounts = make_accounts(settings, self.budget)  # reads the password files: may refuse
-        for key in ("listen_address", "route_prefix"):
+        for key in ("listen_address", "route_prefix", "telemetry_path"):
             if getattr(settings.web, key) != getattr(self.settings.web, key):
                 log.warning("web.%s changed to %s: it takes effect at the next restart", key,
                             getattr(settings.web, key))

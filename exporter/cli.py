@@ -92,6 +92,8 @@ def _common(parser: argparse.ArgumentParser, *, listen_default: str | None = Non
 def _route_prefix(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--web.route-prefix", dest="web.route_prefix",
                         help="serve every route under this path, e.g. /scene7 behind a reverse proxy (default /)")
+    parser.add_argument("--web.telemetry-path", dest="web.telemetry_path",
+                        help="path under which to expose metrics (default /metrics)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,7 +245,8 @@ def _demo_settings(args: argparse.Namespace) -> Settings:
         poll=PollConfig(interval=5.0, timeout=4.0),
         job_logs=JobLogsConfig(interval=10.0),
         web=WebSection(listen_address=overrides.get("web.listen_address") or f":{DEFAULT_PORT}",
-                       route_prefix=overrides.get("web.route_prefix") or "/"),
+                       route_prefix=overrides.get("web.route_prefix") or "/",
+                       telemetry_path=overrides.get("web.telemetry_path") or "/metrics"),
         log={"level": overrides.get("log.level") or "info",  # type: ignore[arg-type]
              "format": overrides.get("log.format") or "text"},
     )
@@ -265,7 +268,7 @@ async def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
         await exporter.start()
         print(f"{APP_NAME} demo: simulated IPS at {simulator.url}", flush=True)
         base = f"http://{shown}:{exporter.port}{settings.web.prefix}"
-        print(f"{APP_NAME} demo: jobs page at {base}/, metrics at {base}/metrics", flush=True)
+        print(f"{APP_NAME} demo: jobs page at {base}/, metrics at {base}{settings.web.telemetry_path}", flush=True)
         await until_signalled()
     finally:
         await exporter.stop()

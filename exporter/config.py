@@ -194,6 +194,8 @@ class WebSection(Section):
     # Every route under this path, as Prometheus' --web.route-prefix: behind a reverse proxy that
     # passes /scene7/... on as it is, "/scene7". Kept without its trailing slash ("/": none).
     route_prefix: str = "/"
+    # Where the metrics are served (under route_prefix), as the Go exporters' --web.telemetry-path.
+    telemetry_path: str = "/metrics"
 
     @field_validator("listen_address")
     @classmethod
@@ -204,17 +206,31 @@ class WebSection(Section):
     @field_validator("route_prefix")
     @classmethod
     def _path(cls, value: str) -> str:
-        segments = value.strip("/").split("/")
-        if (not value.startswith("/") or "//" in value or any(s in (".", "..") for s in segments)
-                or any(ord(c) <= 0x20 or ord(c) == 0x7F or c in "?#%\\\"<>" for c in value)):
-            raise ValueError("a path starting with /, such as /scene7: no ?, #, %, quotes, spaces, "
-                             "empty, . or .. segments")
-        return value.rstrip("/") or "/"
+        return _plain_path(value, "/scene7")
+
+    @field_validator("telemetry_path")
+    @classmethod
+    def _telemetry(cls, value: str) -> str:
+        path = _plain_path(value, "/metrics")
+        if path in ("/", "/healthz", "/readyz") or path.startswith(("/api/", "/static/")):
+            raise ValueError(f"{path} is taken by the jobs page, its API or the probes: choose another path")
+        return path
 
     @property
     def prefix(self) -> str:
         """What every route starts with: "" for none, else the prefix without a trailing slash."""
         return "" if self.route_prefix == "/" else self.route_prefix
+
+
+def _plain_path(value: str, example: str) -> str:
+    """A URL path a user may set: starting with /, no query, fragment, escapes, quotes, spaces or
+    control characters, no empty, . or .. segment. Kept without its trailing slash ("/": none)."""
+    segments = value.strip("/").split("/")
+    if (not value.startswith("/") or "//" in value or any(s in (".", "..") for s in segments)
+            or any(ord(c) <= 0x20 or ord(c) == 0x7F or c in "?#%\\\"<>" for c in value)):
+        raise ValueError(f"a path starting with /, such as {example}: no ?, #, %, quotes, spaces, "
+                         "empty, . or .. segments")
+    return value.rstrip("/") or "/"
 
 
 class LogSection(Section):

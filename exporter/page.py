@@ -25,7 +25,9 @@ NONE = "&ndash;"  # an empty cell
 _BAD = '<span class="badge bad">{}</span>'  # a mark in words: stuck, failed, failing
 
 
-def render(page: JobsPage, status: Mapping[str, Any], filters: Mapping[str, list[str]]) -> str:
+def render(page: JobsPage, status: Mapping[str, Any], filters: Mapping[str, list[str]], *,
+           metrics_href: str = "metrics") -> str:
+    """The page; `metrics_href` is the telemetry path relative to the page (a checked plain path)."""
     query = page.query
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -36,8 +38,8 @@ def render(page: JobsPage, status: Mapping[str, Any], filters: Mapping[str, list
 <script src="static/jobs.js" defer></script>
 </head><body>
 <header><h1>Scene7 jobs</h1>
-<nav><a href="metrics">Metrics</a> · <a href="api/v1/jobs">Jobs JSON</a> · <a href="api/v1/status">Status JSON</a>
- · <a href="healthz">Health</a> · <a href="readyz">Readiness</a></nav>
+<nav><a href="{_text(metrics_href)}">Metrics</a> · <a href="api/v1/jobs">Jobs JSON</a>
+ · <a href="api/v1/status">Status JSON</a> · <a href="healthz">Health</a> · <a href="readyz">Readiness</a></nav>
 <p class="generated">{APP_NAME} {_text(__version__)} · as of <time datetime="{_text(status["generated"])}">\
 {_text(status["generated"])}</time></p></header>
 <main>

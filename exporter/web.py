@@ -1,4 +1,5 @@
-"""The exporter's HTTP routes: /metrics, the jobs page and its JSON API, /healthz and /readyz.
+"""The exporter's HTTP routes: /metrics (web.telemetry_path), the jobs page and its JSON API,
+/healthz and /readyz.
 
 The handler only serves: /metrics hands out the bytes `exposition` keeps for the current
 State, the jobs page and `/api/v1/` read the State through `JobsView`. Nothing here calls IPS
@@ -33,8 +34,10 @@ def _static_files() -> dict[str, bytes]:
 
 
 class WebApp:
-    def __init__(self, exposition: Exposition, jobs: JobsView, *, ready: Callable[[], bool], prefix: str = "") -> None:
+    def __init__(self, exposition: Exposition, jobs: JobsView, *, ready: Callable[[], bool], prefix: str = "",
+                 telemetry_path: str = "/metrics") -> None:
         self.prefix = prefix  # "" or a path without a trailing slash: web.route_prefix
+        self.telemetry_path = telemetry_path  # under the prefix: web.telemetry_path
         self.exposition = exposition
         self.jobs = jobs
         self.ready = ready
@@ -50,7 +53,7 @@ class WebApp:
         return await self._route(request)
 
     async def _route(self, request: Request) -> Response:
-        if request.path == "/metrics":
+        if request.path == self.telemetry_path:
             return await self.metrics(request)
         if request.path == "/healthz":
             return Response(200, b"ok\n")
@@ -71,7 +74,8 @@ class WebApp:
 
     async def _page(self, query: Query) -> bytes:
         jobs = await self.jobs.page(query)
-        return page.render(jobs, self.jobs.status(), self.jobs.filters()).encode("utf-8")
+        return page.render(jobs, self.jobs.status(), self.jobs.filters(),
+                           metrics_href=self.telemetry_path[1:]).encode("utf-8")
 
     async def _jobs_json(self, query: Query) -> bytes:
         return _json((await self.jobs.page(query)).as_json())

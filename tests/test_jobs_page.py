@@ -318,6 +318,44 @@ async def test_behind_a_route_prefix_every_route_moves_under_it_and_the_probes_s
                 assert (await client.get(target)).status_code == 200, link
 
 
+async def test_the_telemetry_path_moves_the_metrics_and_the_page_links_there(tmp_path):
+    async with simulated(jobs=5) as sim:
+        settings = settings_for(sim.url)
+        settings = settings.model_copy(update={"web": WebSection(
+            listen_address=settings.web.listen_address, route_prefix="/scene7", telemetry_path="/internal/metrics/")})
+        async with exporting(settings) as exporter, httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{exporter.port}", timeout=10) as client:
+            assert settings.web.telemetry_path == "/internal/metrics"
+            moved = await client.get("/scene7/internal/metrics")
+            assert moved.status_code == 200 and "scene7_up{" in moved.text
+            for path in ("/scene7/metrics", "/internal/metrics", "/metrics"):
+                assert (await client.get(path)).status_code == 404, path
+            for path in ("/scene7/healthz", "/scene7/readyz", "/scene7/api/v1/status"):
+                assert (await client.get(path)).status_code in (200, 503), path
+            tree = lxml_html.fromstring((await client.get("/scene7/")).text)
+            (metrics_link,) = [link for link in tree.xpath("//nav/a") if link.text == "Metrics"]
+            target = httpx.URL(f"http://127.0.0.1:{exporter.port}/scene7/").join(metrics_link.get("href"))
+            assert target.path == "/scene7/internal/metrics"
+
+
+@pytest.mark.parametrize("path", ["metrics", "/", "/healthz", "/readyz", "/api/v1/jobs", "/static/x", "/a b", "/m?x"])
+def test_a_telemetry_path_that_is_taken_or_not_a_plain_path_is_refused(path):
+    with pytest.raises(ValueError, match="telemetry_path"):
+        WebSection(telemetry_path=path)
+
+
+def test_the_telemetry_path_flag_reaches_the_settings_of_run_and_demo(tmp_path):
+    from exporter.cli import _demo_settings, _overrides, parse_args
+    from exporter.config import load_settings
+
+    config = tmp_path / "config.yml"
+    config.write_text("accounts:\n  - {name: a, endpoint: 'https://ips.example.com/x', user: u, password: p}\n")
+    run = parse_args(["--config.file", str(config), "--web.telemetry-path", "/prom"])
+    assert load_settings(run.config_file, **_overrides(run)).web.telemetry_path == "/prom"
+    assert load_settings(config).web.telemetry_path == "/metrics"
+    assert _demo_settings(parse_args(["demo", "--web.telemetry-path=/m"])).web.telemetry_path == "/m"
+
+
 @pytest.mark.parametrize("prefix", ["scene7", "/a//b", "/a/../b", "/a b", "/a?b", "/a\r\nb"])
 def test_a_route_prefix_that_is_not_a_plain_path_is_refused(prefix):
     with pytest.raises(ValueError, match="route_prefix"):
