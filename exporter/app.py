@@ -85,6 +85,7 @@ class Exporter:
             basic_auth=web_config.basic_auth if web_config else None,
             auth_exempt_paths=frozenset(settings.web.prefix + path for path in PROBE_PATHS)
             if settings.web.probes_without_auth else frozenset(),
+            headers=web_config.headers if web_config else (),
         )
         self.scheme = "https" if web_config and web_config.ssl_context else "http"
 

@@ -162,6 +162,7 @@ class HttpServer:
         self._ssl_context = ssl_context
         self._basic_auth = basic_auth
         self._auth_exempt_paths = auth_exempt_paths
+        self._headers: tuple[tuple[str, str], ...] = ()
         self._methods = methods
         self._allow = ", ".join(sorted(methods))
         self._max_header_bytes = max_header_bytes
@@ -191,11 +192,14 @@ class HttpServer:
         ssl_context: ssl.SSLContext | None,
         basic_auth: BasicAuth | None,
         auth_exempt_paths: frozenset[str],
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        """TLS and basic auth for the connections accepted from now on (a reloaded web config)."""
+        """TLS and basic auth for the connections accepted from now on (a reloaded web config),
+        and headers for every response that does not set them itself (from now on)."""
         self._ssl_context = ssl_context
         self._basic_auth = basic_auth
         self._auth_exempt_paths = auth_exempt_paths
+        self._headers = headers
 
     async def start(self) -> None:
         """Bind and start accepting; port 0 picks a free port. An empty host is every interface
@@ -545,6 +549,7 @@ class HttpServer:
             headers.append(("content-length", str(sum(len(part) for part in body))))
         else:
             headers.extend(response.headers)
+        headers.extend((name, value) for name, value in self._headers if name.lower() not in names)
         if self._closing:
             headers.append(("connection", "close"))
         try:
@@ -598,6 +603,7 @@ class HttpServer:
             ("content-type", "text/plain; charset=utf-8"),
             ("content-length", str(len(body))),
             ("connection", "close"),
+            *self._headers,
         ]
         try:
             await self._write(writer, conn.send(h11.Response(status_code=status, headers=headers)))

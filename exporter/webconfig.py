@@ -12,8 +12,9 @@ Differences from the Go toolkit, forced by Python's `ssl` module:
   to `RequireAndVerifyClientCert`.
 - Verifying client auth types need `client_ca_file` (or `client_ca`); the toolkit would fall back
   to the system roots, which is never what an exporter wants.
-- `curve_preferences` is checked but OpenSSL's default group list is used; `http_server_config`
-  and `rate_limit` are checked but have no effect.
+- `curve_preferences` is checked but OpenSSL's default group list is used; `http_server_config.http2`
+  and `rate_limit` are checked but have no effect. `http_server_config.headers` (the five headers the
+  toolkit allows) go on every response that does not set the header itself, as in the toolkit.
 - Certificates are read once at load time, not on every connection.
 """
 
@@ -288,6 +289,8 @@ class WebConfig:
 
     ssl_context: ssl.SSLContext | None
     basic_auth: BasicAuth | None
+    # http_server_config.headers: on every response that does not set the header itself
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def load_web_config(path: str | Path) -> WebConfig:
@@ -318,6 +321,11 @@ def load_web_config(path: str | Path) -> WebConfig:
     return WebConfig(
         ssl_context=file.tls_server_config.ssl_context if file.tls_server_config else None,
         basic_auth=BasicAuth(users) if users else None,
+        headers=tuple(
+            (name, value)
+            for name, value in (file.http_server_config.headers if file.http_server_config else {}).items()
+            if value
+        ),
     )
 
 

@@ -318,6 +318,42 @@ async def test_behind_a_route_prefix_every_route_moves_under_it_and_the_probes_s
                 assert (await client.get(target)).status_code == 200, link
 
 
+async def test_the_web_configs_headers_are_on_every_response_the_pages_own_kept(tmp_path):
+    hashed = bcrypt.hashpw(b"look", bcrypt.gensalt(4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  oncall: {hashed}\nhttp_server_config:\n  headers:\n"
+                   "    X-Frame-Options: deny\n    Content-Security-Policy: default-src 'none'\n"
+                   "    Strict-Transport-Security: max-age=31536000\n")
+    async with simulated(jobs=5) as sim:
+        settings = settings_for(sim.url)
+        settings = settings.model_copy(update={"web": WebSection(
+            listen_address=settings.web.listen_address, config_file=web)})
+        async with exporting(settings) as exporter, httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{exporter.port}", auth=("oncall", "look"), timeout=10) as client:
+            answers = {
+                path: await client.get(path)
+                for path in ("/metrics", "/", "/api/v1/jobs", "/healthz", "/static/jobs.css", "/nowhere")
+            }
+            answers["401"] = await client.get("/metrics", auth=("oncall", "wrong"))
+            answers["400"] = await client.get("/api/v1/jobs?per_page=0")
+            assert {path: a.status_code for path, a in answers.items()} == {
+                "/metrics": 200, "/": 200, "/api/v1/jobs": 200, "/healthz": 200, "/static/jobs.css": 200,
+                "/nowhere": 404, "401": 401, "400": 400}
+            for path, answer in answers.items():
+                assert answer.headers["x-frame-options"] == "deny", path
+                assert answer.headers["strict-transport-security"] == "max-age=31536000", path
+                assert answer.headers.get_list("x-frame-options") == ["deny"], path
+            # the server's own answer to a request it cannot read, too
+            reader, writer = await asyncio.open_connection("127.0.0.1", exporter.port)
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            raw = (await asyncio.wait_for(reader.read(), 10)).decode()
+            writer.close()
+            assert raw.startswith("HTTP/1.1 400") and "x-frame-options: deny" in raw.lower(), raw
+            # a response's own header wins, as in exporter-toolkit: the page keeps its policy
+            assert answers["/"].headers.get_list("content-security-policy") == [page.CSP]
+            assert answers["/metrics"].headers["content-security-policy"] == "default-src 'none'"
+
+
 async def test_the_telemetry_path_moves_the_metrics_and_the_page_links_there(tmp_path):
     async with simulated(jobs=5) as sim:
         settings = settings_for(sim.url)

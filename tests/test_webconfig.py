@@ -232,6 +232,7 @@ def test_http_server_config_is_accepted(tmp_path: Path) -> None:
     )
     assert config.ssl_context is None
     assert config.basic_auth is None
+    assert config.headers == (("X-Frame-Options", "deny"), ("Strict-Transport-Security", "max-age=31536000"))
 
 
 def test_users_only(tmp_path: Path) -> None:
