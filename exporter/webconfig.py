@@ -15,7 +15,8 @@ Differences from the Go toolkit, forced by Python's `ssl` module:
 - `curve_preferences` is checked but OpenSSL's default group list is used; `http_server_config.http2`
   and `rate_limit` are checked but have no effect. `http_server_config.headers` (the five headers the
   toolkit allows) go on every response that does not set the header itself, as in the toolkit.
-- Certificates are read once at load time, not on every connection.
+- Certificate, key and client CA files are read again when they change (cert-manager renews them
+  in place), for the connections that start from then on; see `_RotatedFiles`.
 """
 
 from __future__ import annotations
@@ -217,6 +218,8 @@ class TlsServerConfig(_Section):
         if problems:
             raise ValueError("; ".join(problems))
         self._context = self._load(verifying)
+        if self.cert_file or self.key_file or self.client_ca_file:
+            _RotatedFiles(self, verifying).watch(self._context)
         return self
 
     def _load(self, verifying: bool) -> ssl.SSLContext:
@@ -258,6 +261,63 @@ class TlsServerConfig(_Section):
             required = self.client_auth_type == "RequireAndVerifyClientCert"
             context.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL
         return context
+
+
+FileStamp = tuple[int, int, int] | None  # inode, size, mtime in ns; None: cannot be read
+
+
+class _RotatedFiles:
+    """Serves renewed certificates without a restart, as exporter-toolkit does by reading them
+    for each handshake. OpenSSL asks the listening context's `sni_callback` at every handshake
+    (with or without SNI); it looks at the files (three stats, nothing next to the handshake's
+    cost) and, once they changed, gives the connection a context loaded from the new files.
+    Connections in flight keep theirs. A change that does not load (a certificate renewed
+    before its key) keeps the last good context and is logged once; the next change is tried."""
+
+    def __init__(self, config: TlsServerConfig, verifying: bool) -> None:
+        self._config = config
+        self._verifying = verifying
+        self._paths = tuple(p for p in (config.cert_file, config.key_file, config.client_ca_file) if p)
+        self._loaded = self._stamps()
+        self._refused: tuple[FileStamp, ...] | None = None
+        self._current: ssl.SSLContext | None = None  # None: the listening context is current
+
+    def watch(self, context: ssl.SSLContext) -> None:
+        context.sni_callback = self._on_client_hello
+
+    def _stamps(self) -> tuple[FileStamp, ...]:
+        stamps: list[FileStamp] = []
+        for path in self._paths:
+            try:
+                status = os.stat(path)
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((status.st_ino, status.st_size, status.st_mtime_ns))
+        return tuple(stamps)
+
+    def _on_client_hello(self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+                         listening: ssl.SSLContext) -> None:
+        try:
+            stamps = self._stamps()
+            if stamps not in (self._loaded, self._refused):
+                self._reload(stamps)
+            if self._current is not None:
+                connection.context = self._current
+        except Exception:  # an exception here would fail the handshake with no word
+            log.exception("TLS certificate reload failed; serving the certificate loaded before")
+
+    def _reload(self, stamps: tuple[FileStamp, ...]) -> None:
+        try:
+            fresh = self._config._load(self._verifying)
+        except ValueError as exc:
+            self._refused = stamps
+            log.warning("TLS files changed but cannot be used (%s); serving the certificate loaded before "
+                        "until they change again", exc)
+            return
+        self._current, self._loaded, self._refused = fresh, stamps, None
+        log.info("TLS files changed: new connections get the certificate read from %s",
+                 ", ".join(str(p) for p in self._paths))
 
 
 class HttpServerConfig(_Section):

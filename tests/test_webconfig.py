@@ -6,10 +6,12 @@ Certificates are made here with `cryptography` (a throwaway CA, a server certifi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import ipaddress
 import logging
+import os
 import re
 import ssl
 import subprocess
@@ -860,3 +862,72 @@ async def test_ips_certificates_are_verified_unless_told_otherwise(pki: Pki, cap
         assert "NOT verified" in caplog.text
     finally:
         await server.close()
+
+
+# -- renewed certificates ------------------------------------------------------------------
+
+
+async def new_connection(port: int, ctx: ssl.SSLContext) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A new TLS connection, by IP address (no SNI, as Prometheus scraping 127.0.0.1): the
+    certificate the server showed (DER), and the open connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    return writer.get_extra_info("ssl_object").getpeercert(binary_form=True), reader, writer
+
+
+async def get_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> bytes:
+    """The status line of a GET sent on an open connection (its body read and dropped)."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: exporter\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:"))
+    await asyncio.wait_for(reader.readexactly(length), 5)
+    return lines[0]
+
+
+def renew(ca: Issued, directory: Path, stem: str, *, key_too: bool = True) -> bytes:
+    """A certificate of `ca` moved over the served files, as cert-manager renews one; its DER."""
+    fresh = issue(ca, stem, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], server=True)
+    cert, key = fresh.write(directory, f"{stem}-new")
+    if key_too:
+        os.replace(key, directory / "served.key")
+    os.replace(cert, directory / "served.crt")
+    return fresh.cert.public_bytes(serialization.Encoding.DER)
+
+
+async def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(
+    tmp_path: Path, serve: list[HttpServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = make_ca("rotation CA")
+    ctx = ssl.create_default_context(cadata=ca.cert.public_bytes(serialization.Encoding.PEM).decode())
+    first = renew(ca, tmp_path, "first")
+    tls = "tls_server_config:\n  cert_file: served.crt\n  key_file: served.key\n"
+    url = await start(serve, load_web_config(write_config(tmp_path, tls)))
+    port = int(url.rsplit(":", 1)[1])
+
+    shown, old_reader, old_writer = await new_connection(port, ctx)
+    assert shown == first
+    assert await get_on(old_reader, old_writer, "/metrics") == b"HTTP/1.1 200 "
+
+    second = renew(ca, tmp_path, "second")
+    shown, _, writer = await new_connection(port, ctx)
+    assert shown == second, "a new connection still gets the old certificate"
+    writer.close()
+    # the connection opened before keeps working, on the certificate it began with
+    assert await get_on(old_reader, old_writer, "/metrics") == b"HTTP/1.1 200 "
+    assert old_writer.get_extra_info("ssl_object").getpeercert(binary_form=True) == first
+    assert (await fetch(url + "/metrics", ctx)).status_code == 200
+
+    # renewed halfway (the certificate before its key): the last good one stays, said once
+    caplog.set_level(logging.WARNING, logger="exporter")
+    renew(ca, tmp_path, "half", key_too=False)
+    for _ in range(3):
+        shown, _, writer = await new_connection(port, ctx)
+        assert shown == second
+        writer.close()
+    refused = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(refused) == 1 and "cert_file and key_file" in refused[0], refused
+    third = renew(ca, tmp_path, "third")
+    shown, _, writer = await new_connection(port, ctx)
+    assert shown == third
+    writer.close()
+    old_writer.close()
