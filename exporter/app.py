@@ -66,14 +66,14 @@ class Exporter:
         self.budget = ResponseBudget(int(settings.poll.max_total_response_size))
         self.accounts = make_accounts(settings, self.budget)
         self.poller = make_poller(settings, self.accounts, self.store)
-        self.host, port = split_listen_address(settings.web.listen_address)
+        addresses = [split_listen_address(address) for address in settings.web.listen_addresses]
         self._was_ready = False  # readiness outlives a reload's new poller
         self.job_index = JobIndexer(lambda: self.store.state)
         jobs = JobsView(lambda: self.store.state, self.job_index,
                         next_poll=lambda target: self.poller.next_poll(target))
         app = WebApp(self.exposition, jobs, ready=self._ready, prefix=settings.web.prefix,
                      telemetry_path=settings.web.telemetry_path)
-        self.server = HttpServer(app.handle, self.host, port)
+        self.server = HttpServer(app.handle, *addresses[0], also=addresses[1:])
         self._apply_web_config(settings, web_config)
 
     def _ready(self) -> bool:
@@ -96,8 +96,9 @@ class Exporter:
     async def start(self) -> None:
         await self.server.start()
         self.poller.start()
-        log.info("serving %s://%s%s%s", self.scheme, host_port(self.host, self.port), self.settings.web.prefix,
-                 self.settings.web.telemetry_path)
+        for host, port in self.server.addresses:
+            log.info("serving %s://%s%s%s", self.scheme, host_port(host, port), self.settings.web.prefix,
+                     self.settings.web.telemetry_path)
 
     async def reload(self, settings: Settings) -> None:
         """Apply a configuration read again: accounts, polling, the series guard, the web

@@ -38,6 +38,7 @@ log = logging.getLogger("exporter")
 
 SUBCOMMANDS = ("run", "demo", "simulate", "check-config")
 SIMULATOR_PASSWORD_ENV = "SCENE7_SIMULATOR_PASSWORD"  # noqa: S105 - a variable name
+SIMULATOR_ADDRESS = "127.0.0.1:8080"
 
 
 # The libraries whose version decides behaviour an operator may ask about (`--version`).
@@ -82,8 +83,9 @@ def _version(parser: argparse.ArgumentParser) -> None:
 
 def _common(parser: argparse.ArgumentParser, *, listen_default: str | None = None) -> None:
     parser.add_argument(
-        "--web.listen-address", dest="web.listen_address", default=listen_default,
-        help=f"address to listen on (default :{DEFAULT_PORT}, every interface of IPv4 and IPv6)",
+        "--web.listen-address", dest="web.listen_address", action="append",
+        help=f"address to listen on (default {listen_default or f':{DEFAULT_PORT}'}"
+        + ("" if listen_default else ", every interface of IPv4 and IPv6; repeat it for several") + ")",
     )
     parser.add_argument("--log.level", dest="log.level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log.format", dest="log.format", choices=["text", "json"])
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="hours of finished jobs in the job logs at start (default 24)")
     simulate.add_argument("--user", default="demo@example.com",
                           help=f"accepted user; the password comes from ${SIMULATOR_PASSWORD_ENV} (default demo)")
-    _common(simulate, listen_default="127.0.0.1:8080")
+    _common(simulate, listen_default=SIMULATOR_ADDRESS)
 
     check = commands.add_parser("check-config", help="validate the configuration and print it")
     _version(check)
@@ -262,7 +264,7 @@ async def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
     await simulator.start()
     account = settings.accounts[0].model_copy(update={"endpoint": simulator.url})
     exporter = Exporter(settings.model_copy(update={"accounts": [account]}))
-    host, _ = split_listen_address(settings.web.listen_address)
+    host, _ = split_listen_address(settings.web.listen_addresses[0])
     shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104
     try:
         await exporter.start()
@@ -280,7 +282,11 @@ def _simulate(args: argparse.Namespace) -> int:
     from exporter.simulator import SimulatorConfig, SimulatorServer
 
     setup_logging(getattr(args, "log.level") or "info", getattr(args, "log.format") or "text")
-    host, port = split_listen_address(getattr(args, "web.listen_address"))
+    addresses = getattr(args, "web.listen_address") or [SIMULATOR_ADDRESS]
+    if len(addresses) > 1:
+        print(f"{APP_NAME} simulate: one --web.listen-address only", file=sys.stderr)
+        return 2
+    host, port = split_listen_address(addresses[0])
     config = SimulatorConfig(
         seed=args.seed, jobs=args.jobs, companies=args.companies, time_scale=args.time_scale,
         job_log_backfill_hours=args.job_log_backfill_hours,

@@ -188,7 +188,8 @@ class JobLogsConfig(Section):
 
 
 class WebSection(Section):
-    listen_address: str = f":{DEFAULT_PORT}"
+    # One address, or several (a repeated --web.listen-address), served alike.
+    listen_address: str | list[str] = f":{DEFAULT_PORT}"
     config_file: Path | None = None
     probes_without_auth: bool = True
     # Every route under this path, as Prometheus' --web.route-prefix: behind a reverse proxy that
@@ -199,9 +200,19 @@ class WebSection(Section):
 
     @field_validator("listen_address")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        split_listen_address(value)
-        return value
+    def _host_port(cls, value: str | list[str]) -> str | list[str]:
+        addresses = [value] if isinstance(value, str) else value
+        if not addresses:
+            raise ValueError(f"no address to listen on; e.g. :{DEFAULT_PORT}")
+        for address in addresses:
+            split_listen_address(address)
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("an address is listed twice")
+        return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+    @property
+    def listen_addresses(self) -> list[str]:
+        return [self.listen_address] if isinstance(self.listen_address, str) else list(self.listen_address)
 
     @field_validator("route_prefix")
     @classmethod

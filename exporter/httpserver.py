@@ -20,7 +20,7 @@ import os
 import socket
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import h11
@@ -155,10 +155,11 @@ class HttpServer:
         max_connections: int = 512,
         max_connections_per_client: int = 64,
         max_handshakes_per_client: int = 8,
+        also: Sequence[tuple[str, int]] = (),
     ) -> None:
         self._handler = handler
-        self._host = host
-        self._port = port
+        # the first address, then those of a repeated --web.listen-address; ports as bound
+        self._addresses = [(host, port), *also]
         self._ssl_context = ssl_context
         self._basic_auth = basic_auth
         self._auth_exempt_paths = auth_exempt_paths
@@ -178,7 +179,7 @@ class HttpServer:
         )
         self.auth_throttle = AuthThrottle()
         self._tasks: dict[Connection, asyncio.Task[None]] = {}
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._closing = False
         # Hostile clients can make these by the thousand a second: debug lines, and few.
         self._dropped = EveryNSeconds(log)
@@ -202,37 +203,45 @@ class HttpServer:
         self._headers = headers
 
     async def start(self) -> None:
-        """Bind and start accepting; port 0 picks a free port. An empty host is every interface
-        of both address families, on one port, as Go's `:port`. `ListenError` if it cannot bind."""
+        """Bind every address and start accepting; port 0 picks a free port. An empty host is
+        every interface of both address families, on one port, as Go's `:port`. `ListenError`
+        if one cannot be bound (then none is)."""
         loop = asyncio.get_running_loop()
-        try:
-            if self._host:
-                self._server = await loop.create_server(
-                    lambda: _Gate(self._admit), self._host, self._port, reuse_address=True, backlog=_BACKLOG
-                )
-            else:
-                self._server = await loop.create_server(
-                    lambda: _Gate(self._admit), sock=_every_interface(self._port), backlog=_BACKLOG
-                )
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {host_port(self._host, self._port)}: {_bind_error(exc)}") from None
-        self._port = int(self._server.sockets[0].getsockname()[1])
-        log.info(
-            "listening on %s (%s)",
-            host_port(self._host, self._port),
-            "https" if self._ssl_context is not None else "http",
-        )
+        for index, (host, port) in enumerate(self._addresses):
+            try:
+                if host:
+                    server = await loop.create_server(
+                        lambda: _Gate(self._admit), host, port, reuse_address=True, backlog=_BACKLOG
+                    )
+                else:
+                    server = await loop.create_server(
+                        lambda: _Gate(self._admit), sock=_every_interface(port), backlog=_BACKLOG
+                    )
+            except OSError as exc:
+                for started in self._servers:
+                    started.close()
+                self._servers.clear()
+                raise ListenError(f"cannot listen on {host_port(host, port)}: {_bind_error(exc)}") from None
+            self._servers.append(server)
+            self._addresses[index] = (host, int(server.sockets[0].getsockname()[1]))
+        for address in self._addresses:
+            log.info("listening on %s (%s)", host_port(*address), "https" if self._ssl_context is not None else "http")
 
     @property
     def port(self) -> int:
-        """The bound port (the real one after `start()` with port 0)."""
-        return self._port
+        """The bound port of the first address (the real one after `start()` with port 0)."""
+        return self._addresses[0][1]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every address listened on, with its bound port."""
+        return list(self._addresses)
 
     async def close(self) -> None:
         """Stop accepting, let responses being written finish briefly, drop the rest."""
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for connection in list(self.connections):
             if connection.phase is not Phase.BUSY:
                 connection.close()
@@ -243,11 +252,11 @@ class HttpServer:
                 task.cancel()
             if still_running:
                 await asyncio.wait(still_running, timeout=_CLOSE_GRACE)
-        if self._server is not None:
+        for server in self._servers:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CLOSE_GRACE):
-                    await self._server.wait_closed()
-            self._server = None
+                    await server.wait_closed()
+        self._servers.clear()
         self.auth_throttle.close()
         if self._release is not None:
             self._release.cancel()

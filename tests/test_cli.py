@@ -307,3 +307,58 @@ def test_version_on_every_subcommand_names_python_and_the_key_libraries(argv, ca
     assert lines[2].split()[0] == "platform:"
     found = {line.split()[0].rstrip(":"): line.split()[1] for line in lines[3:]}
     assert found == {name: metadata.version(name) for name in KEY_DEPENDENCIES}
+
+
+def test_a_repeated_listen_address_serves_on_each_and_one_taken_stops_all(tmp_path):
+    """`--web.listen-address` repeated, as exporter-toolkit allows (e.g. IPv4 and a management
+    interface): every address serves the same routes; one that cannot be bound stops the start
+    with its address named, and none is left listening."""
+    first, second = free_port(), free_port()
+    config = tmp_path / "config.yml"
+    with simulator(tmp_path) as (_, url):
+        config.write_text(json.dumps({
+            "accounts": [{"name": "two", "endpoint": url, "user": "demo@example.com", "password": "demo"}],
+            "poll": {"interval": "1s", "timeout": "0.8s"},
+        }))
+        args = exporter_command("run", f"--config.file={config}", f"--web.listen-address=127.0.0.1:{first}",
+                                f"--web.listen-address=[::1]:{second}" if binds("::1") else
+                                f"--web.listen-address=127.0.0.2:{second}")
+        host = "[::1]" if binds("::1") else "127.0.0.2"
+        with running("exporter", args, tmp_path, lambda: http_ok(f"http://127.0.0.1:{first}/healthz")) as exporter:
+            for base in (f"http://127.0.0.1:{first}", f"http://{host}:{second}"):
+                text = wait_until(lambda base=base: (r := httpx.get(base + "/metrics", timeout=5)).status_code == 200
+                                  and "scene7_up{" in r.text and r.text, 20, f"metrics on {base}")
+                assert 'company="' in text
+            log = exporter.log()
+            assert f"listening on 127.0.0.1:{first} (http)" in log and f"listening on {host}:{second} (http)" in log
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        free = free_port()
+        code, lines, _, _ = finished(exporter_command(
+            "run", f"--config.file={config}", f"--web.listen-address=127.0.0.1:{free}",
+            f"--web.listen-address=127.0.0.1:{busy}"), tmp_path)
+        assert code == 1, lines
+        assert lines == [f"scene7-exporter: cannot listen on 127.0.0.1:{busy}: address already in use"], lines
+        with socket.socket() as again:  # the first address was let go
+            again.bind(("127.0.0.1", free))
+
+
+def test_listen_addresses_from_the_flags_and_the_config_file(tmp_path):
+    from exporter.cli import _demo_settings, _overrides, parse_args
+    from exporter.config import WebSection, load_settings
+
+    config = tmp_path / "config.yml"
+    config.write_text("accounts:\n  - {name: a, endpoint: 'https://ips.example.com/x', user: u, password: p}\n"
+                      "web:\n  listen_address: [':10373', '10.0.0.5:9000']\n")
+    assert load_settings(config).web.listen_addresses == [":10373", "10.0.0.5:9000"]
+    run = parse_args(["--config.file", str(config), "--web.listen-address=:1", "--web.listen-address=[::1]:2"])
+    assert load_settings(run.config_file, **_overrides(run)).web.listen_addresses == [":1", "[::1]:2"]
+    one = parse_args(["--config.file", str(config), "--web.listen-address=:3"])
+    assert load_settings(one.config_file, **_overrides(one)).web.listen_address == ":3"
+    assert _demo_settings(parse_args(["demo"])).web.listen_addresses == [":10373"]
+    for bad in ([], [":1", ":1"], [":1", "nowhere"]):
+        with pytest.raises(ValueError, match="listen_address"):
+            WebSection(listen_address=bad)
