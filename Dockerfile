@@ -39,9 +39,10 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 10373
-# Follows the default listen port: change it here too if --web.listen-address moves it.
+# Asks /healthz as `run` serves it with the mounted configuration: its address, route prefix,
+# TLS and basic auth (without one, the defaults: as `demo` runs).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:10373/healthz', timeout=4)"]
+    CMD ["scene7-exporter", "healthcheck", "--config.file=/etc/scene7-exporter/config.yml"]
 # The commit and the build time, last so that a new value rebuilds no layer above:
 #   --build-arg REVISION="$(git rev-parse HEAD)" --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 ARG REVISION=unknown

@@ -36,7 +36,7 @@ from exporter.logs import setup_logging
 
 log = logging.getLogger("exporter")
 
-SUBCOMMANDS = ("run", "demo", "simulate", "check-config")
+SUBCOMMANDS = ("run", "demo", "simulate", "check-config", "healthcheck")
 SIMULATOR_PASSWORD_ENV = "SCENE7_SIMULATOR_PASSWORD"  # noqa: S105 - a variable name
 SIMULATOR_ADDRESS = "127.0.0.1:8080"
 
@@ -133,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"accepted user; the password comes from ${SIMULATOR_PASSWORD_ENV} (default demo)")
     _common(simulate, listen_default=SIMULATOR_ADDRESS)
 
+    health = commands.add_parser(
+        "healthcheck", help="ask the running exporter's /healthz, as `run` with the same flags serves it; exit 0 or 1")
+    _version(health)
+    health.add_argument("--config.file", dest="config_file", type=Path,
+                        help="the configuration `run` uses (absent: the defaults, as `demo` has them)")
+    health.add_argument("--web.config.file", dest="web.config_file", type=Path)
+    health.add_argument("--web.listen-address", dest="web.listen_address", action="append",
+                        help="as given to run; the first address is asked")
+    health.add_argument("--web.route-prefix", dest="web.route_prefix")
+    health.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for the answer (default 4)")
+
     check = commands.add_parser("check-config", help="validate the configuration and print it")
     _version(check)
     check.add_argument("--config.file", dest="config_file", type=Path)
@@ -156,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "healthcheck":
+            return _healthcheck(args)
         if args.command == "demo":
             settings = _demo_settings(args)
         else:
@@ -237,6 +250,52 @@ def _check_config(settings: Settings) -> int:
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     print("configuration is valid", file=sys.stderr)
     return 0
+
+
+# Where `healthcheck` asks when the exporter listens on every interface.
+_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - read, not bound
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """0 when the exporter answers /healthz where `run` with these flags and configuration
+    serves it: its first listen address (loopback for every interface), under the route prefix,
+    over TLS if the web configuration has it, trusting exactly the certificate configured there.
+    With basic auth on the probes too, its 401 proves it serves. 1 otherwise, with one line why
+    (Docker reserves 2)."""
+    import ssl
+
+    import httpx
+
+    from exporter.httpserver import host_port
+    from exporter.webconfig import load_web_config
+
+    try:
+        config_file = args.config_file if args.config_file is not None and args.config_file.exists() else None
+        settings = load_settings(config_file, **{k: v for k, v in _overrides(args).items() if k.startswith("web.")})
+        web = load_web_config(settings.web.config_file) if settings.web.config_file else None
+    except ConfigError as exc:
+        print(f"{APP_NAME} healthcheck: invalid configuration: {exc.problems[0]}", file=sys.stderr)
+        return 1
+    host, port = split_listen_address(settings.web.listen_addresses[0])
+    host = _LOOPBACK.get(host, host)
+    verify: ssl.SSLContext | bool = False
+    if web is not None and web.ssl_context is not None:
+        verify = ssl.create_default_context(cadata=web.certificate)
+        verify.check_hostname = False  # the address asked is loopback: the certificate itself is trusted
+        verify.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    scheme = "https" if verify else "http"
+    url = f"{scheme}://{host_port(host, port)}{settings.web.prefix}/healthz"
+    try:
+        answer = httpx.get(url, verify=verify, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"{APP_NAME} healthcheck: {url}: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    guarded = web is not None and web.basic_auth is not None and not settings.web.probes_without_auth
+    if answer.status_code == 200 or (guarded and answer.status_code == 401):
+        print(f"{APP_NAME} healthcheck: {url}: {answer.status_code}")
+        return 0
+    print(f"{APP_NAME} healthcheck: {url}: answered {answer.status_code}", file=sys.stderr)
+    return 1
 
 
 def _demo_settings(args: argparse.Namespace) -> Settings:

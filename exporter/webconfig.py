@@ -351,6 +351,8 @@ class WebConfig:
     basic_auth: BasicAuth | None
     # http_server_config.headers: on every response that does not set the header itself
     headers: tuple[tuple[str, str], ...] = ()
+    # the served certificate (PEM) as configured, for `healthcheck` to trust exactly that one
+    certificate: str | None = None
 
 
 def load_web_config(path: str | Path) -> WebConfig:
@@ -381,12 +383,24 @@ def load_web_config(path: str | Path) -> WebConfig:
     return WebConfig(
         ssl_context=file.tls_server_config.ssl_context if file.tls_server_config else None,
         basic_auth=BasicAuth(users) if users else None,
+        certificate=_served_certificate(file.tls_server_config),
         headers=tuple(
             (name, value)
             for name, value in (file.http_server_config.headers if file.http_server_config else {}).items()
             if value
         ),
     )
+
+
+def _served_certificate(tls: TlsServerConfig | None) -> str | None:
+    if tls is None or tls.ssl_context is None:
+        return None
+    if tls.cert:
+        return tls.cert
+    try:
+        return Path(str(tls.cert_file)).read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
 
 
 def _private_file(path: Path, text: str | None) -> str:

@@ -14,7 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 from servers import simulator
-from support import exporter_command, free_port, http_ok, parse_samples, running, wait_until
+from support import (
+    exporter_command,
+    free_port,
+    http_ok,
+    parse_samples,
+    port_open,
+    running,
+    wait_until,
+    write_self_signed_certificate,
+)
 
 from exporter.cli import main
 
@@ -362,3 +371,51 @@ def test_listen_addresses_from_the_flags_and_the_config_file(tmp_path):
     for bad in ([], [":1", ":1"], [":1", "nowhere"]):
         with pytest.raises(ValueError, match="listen_address"):
             WebSection(listen_address=bad)
+
+
+def healthcheck(*flags: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(exporter_command("healthcheck", *flags), capture_output=True, text=True, timeout=30, cwd=cwd)
+
+
+def test_healthcheck_asks_the_exporter_as_run_serves_it_with_tls_and_basic_auth(tmp_path):
+    import bcrypt
+
+    cert, key = write_self_signed_certificate(tmp_path, "scene7-exporter healthcheck")
+    hashed = bcrypt.hashpw(b"scrape", bcrypt.gensalt(4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+                   f"basic_auth_users:\n  prometheus: {hashed}\n")
+    port = free_port()
+    config = tmp_path / "config.yml"
+    with simulator(tmp_path) as (_, url):
+        config.write_text(json.dumps({
+            "accounts": [{"name": "hc", "endpoint": url, "user": "demo@example.com", "password": "demo"}],
+            "web": {"listen_address": f":{port}", "config_file": str(web), "route_prefix": "/scene7"},
+        }))
+        assert healthcheck(f"--config.file={config}", cwd=tmp_path).returncode == 1  # not started yet
+        args = exporter_command("run", f"--config.file={config}")
+        with running("exporter", args, tmp_path, lambda: port_open(port)):
+            ok = healthcheck(f"--config.file={config}", cwd=tmp_path)
+            assert ok.returncode == 0, ok.stderr
+            assert ok.stdout.strip() == f"scene7-exporter healthcheck: https://127.0.0.1:{port}/scene7/healthz: 200"
+            # the flags of run, over the file: another prefix is another path
+            moved = healthcheck(f"--config.file={config}", "--web.route-prefix=/other", cwd=tmp_path)
+            assert moved.returncode == 1 and "/other/healthz: answered 401" in moved.stderr, moved.stderr
+            # probes behind basic auth: the 401 proves the exporter serves
+            guarded = tmp_path / "guarded.yml"
+            guarded.write_text(
+                config.read_text().replace('"route_prefix"', '"probes_without_auth": false, "route_prefix"'))
+            assert '"probes_without_auth": false' in guarded.read_text()
+            assert healthcheck(f"--config.file={guarded}", cwd=tmp_path).returncode == 0
+            # another server on that port, with another certificate: not this exporter
+            (tmp_path / "other").mkdir()
+            other_cert, other_key = write_self_signed_certificate(tmp_path / "other", "someone else")
+            other = tmp_path / "other.yml"
+            other.write_text(f"tls_server_config:\n  cert_file: {other_cert}\n  key_file: {other_key}\n")
+            stranger = healthcheck(f"--config.file={config}", f"--web.config.file={other}", cwd=tmp_path)
+            assert stranger.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in stranger.stderr, stranger.stderr
+    gone = healthcheck(f"--config.file={config}", cwd=tmp_path)
+    assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1, gone.stderr
+    # no configuration file (the image's demo): the default address
+    default = healthcheck("--config.file=/nonexistent.yml", cwd=tmp_path)
+    assert "http://127.0.0.1:10373/healthz" in default.stdout + default.stderr

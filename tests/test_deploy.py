@@ -169,20 +169,30 @@ def health_server() -> Iterator[tuple[http.server.HTTPServer, type[_Health]]]:
     server.server_close()
 
 
-def test_healthcheck_command_follows_healthz(health_server):
+def test_healthcheck_command_follows_healthz(health_server, tmp_path):
+    """The image's HEALTHCHECK is `scene7-exporter healthcheck` with the configuration `run`
+    reads: here pointed at a stand-in /healthz through that configuration."""
     server, handler = health_server
     value = instructions("HEALTHCHECK")[0]
     command = json.loads(value[value.index("CMD") + 3 :])
-    assert command[:2] == ["python", "-c"]
-    assert f"http://127.0.0.1:{PORT}/healthz" in command[2]
-    code = command[2].replace(f"127.0.0.1:{PORT}", f"127.0.0.1:{server.server_port}")
+    assert command == ["scene7-exporter", "healthcheck", f"--config.file={CONFIG_PATH}"]
+    assert json.loads(instructions("CMD")[0])[1] == command[2]  # the same file as the default command
+    config = tmp_path / "config.yml"
+    config.write_text(f"web:\n  listen_address: 127.0.0.1:{server.server_port}\n")
+    check = [str(BIN / "scene7-exporter"), *command[1:2], f"--config.file={config}"]
 
-    assert run(sys.executable, "-c", code).returncode == 0
+    assert run(*check).returncode == 0
     handler.status = 503
-    assert run(sys.executable, "-c", code).returncode != 0
+    assert run(*check).returncode == 1
     server.shutdown()
     server.server_close()
-    assert run(sys.executable, "-c", code).returncode != 0
+    assert run(*check).returncode == 1
+
+
+def test_compose_checks_the_exporter_as_the_image_does():
+    exporter = load_yaml(COMPOSE_DIR / "compose.yaml")["services"]["exporter"]
+    value = instructions("HEALTHCHECK")[0]
+    assert exporter["healthcheck"]["test"] == ["CMD", *json.loads(value[value.index("CMD") + 3 :])]
 
 
 def test_container_scripts_are_shellcheck_clean():
