@@ -32,7 +32,7 @@ from exporter.config import (
     split_listen_address,
 )
 from exporter.httpserver import ListenError
-from exporter.logs import setup_logging
+from exporter.logs import FORMATS, LEVELS, setup_logging
 
 log = logging.getLogger("exporter")
 
@@ -87,8 +87,10 @@ def _common(parser: argparse.ArgumentParser, *, listen_default: str | None = Non
         help=f"address to listen on (default {listen_default or f':{DEFAULT_PORT}'}"
         + ("" if listen_default else ", every interface of IPv4 and IPv6; repeat it for several") + ")",
     )
-    parser.add_argument("--log.level", dest="log.level", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log.format", dest="log.format", choices=["text", "json"])
+    parser.add_argument("--log.level", dest="log.level", choices=list(LEVELS),
+                        help="debug, info, warn or error (default info; warning: the same as warn)")
+    parser.add_argument("--log.format", dest="log.format", choices=list(FORMATS),
+                        help="logfmt or json (default logfmt; text: the same as logfmt)")
 
 
 def _route_prefix(parser: argparse.ArgumentParser) -> None:
@@ -309,7 +311,7 @@ def _demo_settings(args: argparse.Namespace) -> Settings:
                        route_prefix=overrides.get("web.route_prefix") or "/",
                        telemetry_path=overrides.get("web.telemetry_path") or "/metrics"),
         log={"level": overrides.get("log.level") or "info",  # type: ignore[arg-type]
-             "format": overrides.get("log.format") or "text"},
+             "format": overrides.get("log.format") or "logfmt"},
     )
 
 
@@ -340,7 +342,7 @@ async def _run_demo(settings: Settings, args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from exporter.simulator import SimulatorConfig, SimulatorServer
 
-    setup_logging(getattr(args, "log.level") or "info", getattr(args, "log.format") or "text")
+    setup_logging(getattr(args, "log.level") or "info", getattr(args, "log.format") or "logfmt")
     addresses = getattr(args, "web.listen_address") or [SIMULATOR_ADDRESS]
     if len(addresses) > 1:
         print(f"{APP_NAME} simulate: one --web.listen-address only", file=sys.stderr)

@@ -245,8 +245,8 @@ def _plain_path(value: str, example: str) -> str:
 
 
 class LogSection(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warn", "warning", "error"] = "info"  # warning: an alias of warn
+    format: Literal["logfmt", "json", "text"] = "logfmt"  # text: an alias of logfmt
 
 
 class Settings(BaseSettings):

@@ -90,6 +90,11 @@ def _failure(exc: Exception, client: IpsClient, timed_out: str) -> tuple[Reason,
     return Reason.INTERNAL, f"unexpected {type(exc).__name__}: a bug of the exporter", exc
 
 
+def _about(target: CompanyTarget) -> dict[str, str]:
+    """The fields of a log line about one company's polls."""
+    return {"company": target.label, "account": target.account}
+
+
 def _paused_what(key: str | CompanyTarget, target: CompanyTarget) -> tuple[str, str]:
     """Who a pause of `key` stops, and what IPS refused: an account (by name) its credentials,
     a company its access."""
@@ -256,7 +261,7 @@ class Poller:
         try:
             await poll(target)
         except asyncio.CancelledError:  # stop() cancels polls under way: not an error
-            log.debug("poll of company %r cancelled", target.label)
+            log.debug("poll cancelled", extra=_about(target))
         finally:
             if task is not None:
                 self._running.discard(task)
@@ -266,10 +271,10 @@ class Poller:
         """APScheduler's listener (in the event loop): count a run that could not start."""
         target = self._targets.get(event.job_id)
         if target is not None and self.store.record_skipped(target) is not None:
-            log.warning("poll of company %r skipped: the previous poll is still running", target.label)
+            log.warning("poll skipped: the previous poll is still running", extra=_about(target))
         target = self._log_targets.get(event.job_id)
         if target is not None and self.store.record_job_log_failure(target, Reason.SKIPPED) is not None:
-            log.warning("job-log poll of company %r skipped: the previous one is still running", target.label)
+            log.warning("job-log poll skipped: the previous one is still running", extra=_about(target))
 
     async def _timed(
         self, target: CompanyTarget, call: Callable[[], Awaitable[T]], *, record: bool = True
@@ -305,7 +310,7 @@ class Poller:
         ended = self.timer()
         if pause is not None:
             pause.probing = False
-        self._log_failure(target, reason, message, bug=bug)
+        self._log_failure(target, reason, message, bug=bug, duration=ended - started)
         if reason is Reason.AUTHORIZATION:  # the credentials were accepted, the company refused
             self._end_pause(target.account, target)
         if reason in (Reason.AUTHENTICATION, Reason.AUTHORIZATION):
@@ -357,22 +362,23 @@ class Poller:
             log.info("%s: IPS accepts the %s again; polling resumes", *_paused_what(key, target))
 
     def _log_failure(
-        self, target: CompanyTarget, reason: str, message: str, *, bug: Exception | None = None
+        self, target: CompanyTarget, reason: str, message: str, *, bug: Exception | None = None, duration: float
     ) -> None:
         # One line per change of failure, not one per poll: a wrong password polled every
         # minute should not fill the log. A bug of ours comes with its traceback, once.
         line = f"{reason}: {message}"
         if self._last_failure.get(target) != line:
             if bug is not None:
-                log.error("unexpected error polling company %r", target.label, exc_info=bug)
-            log.warning("poll of company %r failed: %s", target.label, line)
+                log.error("unexpected error while polling", exc_info=bug, extra=_about(target))
+            log.warning("poll failed", extra={**_about(target), "reason": reason, "error": message,
+                                              "duration": round(duration, 3)})
             self._last_failure[target] = line
         else:
-            log.debug("poll of company %r failed again: %s", target.label, line)
+            log.debug("poll failed again", extra={**_about(target), "reason": reason, "error": message})
 
     def _log_success(self, target: CompanyTarget) -> None:
         if self._last_failure.pop(target, None) is not None:
-            log.info("poll of company %r recovered", target.label)
+            log.info("poll recovered", extra=_about(target))
 
     async def _poll_company(self, target: CompanyTarget) -> None:
         client = self.accounts[target.account].client
@@ -385,9 +391,11 @@ class Poller:
         result, started_wall, duration = outcome
         self._known_jobs[target] = result.fingerprints
         self._log_success(target)
+        log.debug("poll done", extra={**_about(target), "jobs": len(result.jobs), "duration": round(duration, 3)})
         if result.invalid_records:
-            log.warning("company %r: %d invalid job records left out; the first: %s", target.label,
-                        result.invalid_records, tame(result.first_invalid, client.secrets))
+            log.warning("invalid job records left out", extra={
+                **_about(target), "records": result.invalid_records,
+                "first": tame(result.first_invalid, client.secrets)})
         self.store.record_success(
             target, result.jobs, at=started_wall, duration=duration, invalid_records=result.invalid_records
         )
@@ -421,22 +429,24 @@ class Poller:
             )
         else:
             if self._last_log_failure.pop(target, None) is not None:
-                log.info("job-log poll of company %r recovered", target.label)
+                log.info("job-log poll recovered", extra=_about(target))
             if result.invalid_records:
-                log.warning("company %r: %d invalid job-log records left out; the first: %s", target.label,
-                            result.invalid_records, tame(result.first_invalid, client.secrets))
+                log.warning("invalid job-log records left out", extra={
+                    **_about(target), "records": result.invalid_records,
+                    "first": tame(result.first_invalid, client.secrets)})
             if result.saturated:
-                log.warning("company %r: %d one-second windows of job logs still held %d logs: some may be "
-                            "missed", target.label, result.saturated, polling.plan.num_rows)
-            log.debug("job-log poll of company %r: %d calls, %d logs, %.2fs", target.label, result.calls,
-                      len(result.logs), self.timer() - started)
+                log.warning("one-second windows of job logs still held the most logs a call returns: some "
+                            "may be missed", extra={**_about(target), "windows": result.saturated,
+                                                    "rows": polling.plan.num_rows})
+            log.debug("job-log poll done", extra={**_about(target), "calls": result.calls, "logs": len(result.logs),
+                                                  "duration": round(self.timer() - started, 3)})
             self.store.record_job_logs(target, result)
             return
         line = f"{reason}: {message}"
         if self._last_log_failure.get(target) != line:
             if bug is not None:
-                log.error("unexpected error polling the job logs of company %r", target.label, exc_info=bug)
-            log.warning("job-log poll of company %r failed: %s", target.label, line)
+                log.error("unexpected error while polling the job logs", exc_info=bug, extra=_about(target))
+            log.warning("job-log poll failed", extra={**_about(target), "reason": reason, "error": message})
             self._last_log_failure[target] = line
         self.store.record_job_log_failure(target, reason)
 

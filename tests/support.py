@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import math
 import os
 import resource
@@ -309,3 +310,15 @@ async def ticks_while(work: Awaitable[Any], every: float = 0.0) -> int:
         working = False
         await task
     return ticks
+
+
+_LOG_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "asctime", "taskName"}
+
+
+def logged(record: logging.LogRecord) -> str:
+    """A log record as the tests compare it: its message, then its fields as key=value (the
+    account and durations left out: the same in every test, or timing)."""
+    extra = [f"{k}={v}" for k, v in record.__dict__.items()
+             if k not in _LOG_RECORD_KEYS and k not in ("account", "duration") and not k.startswith("_")]
+    return " ".join([record.getMessage(), *extra])

@@ -70,7 +70,7 @@ def test_sigterm_mid_poll_exits_quickly_without_traceback(tmp_path):
             output = exporter.log()
     assert code == 0, output
     assert elapsed < 5, elapsed
-    assert "Traceback" not in output and "ERROR" not in output, output
+    assert "Traceback" not in output and "level=error" not in output, output
     assert "demo" not in output.replace("demo@example.com", "")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from servers import Clock, all_up, by_company, eventually, exporting, settings_for, simulated
-from support import by_label
+from support import by_label, logged
 from test_poller import START, TARGET, FakeClient, SteppedClock
 
 from exporter import joblogs
@@ -705,7 +705,7 @@ def test_vanished_jobs_are_given_up_after_12_look_ups_or_the_retention(caplog):
     assert dict(after.pending) == dict([pending("asked", T - 9000, T - 100, 4),
                                         pending("not asked", T - 9000, T - 100, LOOKUP_ATTEMPTS - 1),
                                         pending("at the edge", T - 9000, oldest)])
-    assert [r.getMessage() for r in caplog.records if r.name == "exporter.joblogs"] == [
+    assert [logged(r) for r in caplog.records if r.name == "exporter.joblogs"] == [
         "no finished log found for job 'asked a 12th time'; given up",
         "no finished log found for job 'too old'; given up"]
 
@@ -748,7 +748,7 @@ def log_poller(*answers: object, timeout: float = 150.0, plan: Plan = LOG_PLAN,
 
 
 def log_lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[tuple[int, str]]:
-    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "exporter.poller" and r.levelno >= level]
+    return [(r.levelno, logged(r)) for r in caplog.records if r.name == "exporter.poller" and r.levelno >= level]
 
 
 async def test_a_job_log_poll_asks_for_its_window_by_start_date_newest_first_and_records_what_it_found(caplog):
@@ -766,9 +766,11 @@ async def test_a_job_log_poll_asks_for_its_window_by_start_date_newest_first_and
     assert snapshot is not None and snapshot.invalid_records_total == 2
     assert (snapshot.polls_total, snapshot.fetched_at, snapshot.up) == (0, None, False)  # the active poll's alone
     assert log_lines(caplog, logging.DEBUG) == [
-        (logging.WARNING, "company 'Acme': 2 invalid job-log records left out; the first: count -3 <password>***"),
-        (logging.DEBUG, "job-log poll of company 'Acme': 1 calls, 1 logs, 0.25s"),
+        (logging.WARNING, "invalid job-log records left out company=Acme records=2 first=count -3 <password>***"),
+        (logging.DEBUG, "job-log poll done company=Acme calls=1 logs=1"),
     ]
+    (done,) = [r for r in caplog.records if r.getMessage() == "job-log poll done"]
+    assert (done.account, done.duration) == (TARGET.account, 0.25)  # type: ignore[attr-defined]
 
 
 async def test_the_next_job_log_poll_reaches_back_the_lookback_from_the_last_one():
@@ -786,7 +788,8 @@ async def test_a_job_log_poll_still_saturated_at_one_second_says_logs_may_be_mis
     await poller._poll_job_logs(TARGET)
     assert len(client.log_calls) == 1 and store.job_log_book(TARGET).last_success == START
     assert log_lines(caplog) == [
-        (logging.WARNING, "company 'Acme': 1 one-second windows of job logs still held 2 logs: some may be missed")]
+        (logging.WARNING, "one-second windows of job logs still held the most logs a call returns: some may be missed "
+                             "company=Acme windows=1 rows=2")]
 
 
 @pytest.mark.parametrize(("paused", "reason"), [("main", Reason.AUTHENTICATION), (TARGET, Reason.AUTHORIZATION)])
@@ -819,12 +822,13 @@ async def test_a_failed_job_log_poll_is_logged_once_per_change_and_its_recovery_
     assert dict(book.errors_total) == {Reason.API_FAULT: 2, Reason.INTERNAL: 2}
     assert (book.polls_total, book.last_success) == (6, START + 50)
     assert log_lines(caplog) == [
-        (logging.WARNING, "job-log poll of company 'Acme' failed: api_fault: ipsApiFault 30000: Internal error "
+        (logging.WARNING, "job-log poll failed company=Acme reason=api_fault error=ipsApiFault 30000: Internal error "
                           "for ***"),
-        (logging.ERROR, "unexpected error polling the job logs of company 'Acme'"),
-        (logging.WARNING, "job-log poll of company 'Acme' failed: internal: unexpected ZeroDivisionError: a bug of "
+        (logging.ERROR, "unexpected error while polling the job logs company=Acme"),
+        (logging.WARNING, "job-log poll failed company=Acme reason=internal "
+                          "error=unexpected ZeroDivisionError: a bug of "
                           "the exporter"),
-        (logging.INFO, "job-log poll of company 'Acme' recovered"),
+        (logging.INFO, "job-log poll recovered company=Acme"),
     ]
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and tracebacks[0].exc_info[0] is ZeroDivisionError
@@ -841,7 +845,7 @@ async def test_a_job_log_poll_is_cut_off_at_its_own_timeout(caplog):
     assert loop.time() - began < 1.0  # no backstop second: the poll timeout cuts it off itself
     assert dict(store.job_log_book(TARGET).errors_total) == {Reason.TIMEOUT: 1}
     assert log_lines(caplog) == [
-        (logging.WARNING, "job-log poll of company 'Acme' failed: timeout: not complete within the job-log poll "
+        (logging.WARNING, "job-log poll failed company=Acme reason=timeout error=not complete within the job-log poll "
                           "timeout of 0.05s")]
 
 
@@ -878,4 +882,4 @@ async def test_a_job_log_poll_the_scheduler_could_not_start_is_counted_as_skippe
     book = store.job_log_book(TARGET)
     assert (dict(book.errors_total), book.polls_total) == ({Reason.SKIPPED: 1}, 0)
     assert log_lines(caplog) == [
-        (logging.WARNING, "job-log poll of company 'Acme' skipped: the previous one is still running")]
+        (logging.WARNING, "job-log poll skipped: the previous one is still running company=Acme")]

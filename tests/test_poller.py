@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from support import logged
 
 from exporter.errors import (
     ApiFault,
@@ -122,7 +123,7 @@ def client_of(poller: Poller) -> FakeClient:
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "exporter.poller" and r.levelno >= level]
+    return [logged(r) for r in caplog.records if r.name == "exporter.poller" and r.levelno >= level]
 
 
 @pytest.fixture(autouse=True)
@@ -185,8 +186,8 @@ async def test_a_failed_discovery_is_kept_scheduled_and_its_recovery_logged(capl
         await poller._discover(PLACEHOLDER)
         assert [c.target for c in store.state.companies] == [TARGET]
         assert messages(caplog) == [
-            "poll of company 'main' failed: api_fault: ipsApiFault 30000: Internal error",
-            "poll of company 'main' recovered",
+            "poll failed company=main reason=api_fault error=ipsApiFault 30000: Internal error",
+            "poll recovered company=main",
             "account 'main': polling 1 companies: Acme",
         ]
     finally:
@@ -267,7 +268,7 @@ async def test_the_scheduler_discovers_polls_and_skips_a_run_while_the_poll_befo
         await asyncio.wait_for(skipped.wait(), 10)
         assert calls_at_first_skip == [[("c|1", False)]]
         assert poller.first_poll_attempted.is_set()
-        assert "poll of company 'Acme' skipped: the previous poll is still running" in messages(caplog)
+        assert "poll skipped: the previous poll is still running company=Acme" in messages(caplog)
     finally:
         await poller.stop()
     assert client.calls == [("c|1", False)]
@@ -288,7 +289,7 @@ async def test_stop_cancels_a_poll_under_way_and_waits_for_it(caplog):
     assert not poller.first_poll_attempted.is_set()
     await poller.stop()
     assert run.done() and not run.cancelled() and polled == [TARGET]
-    assert messages(caplog, logging.DEBUG) == ["poll of company 'Acme' cancelled"]
+    assert messages(caplog, logging.DEBUG) == ["poll cancelled company=Acme"]
     assert poller.first_poll_attempted.is_set()
     assert not poller._running  # a poll that ended is not kept
 
@@ -381,7 +382,7 @@ async def test_a_bug_of_ours_is_internal_with_its_traceback_logged_once(caplog):
     assert snapshot is not None and dict(snapshot.errors_total) == {Reason.INTERNAL: 3}
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and tracebacks[0].exc_info[0] is ZeroDivisionError
-    assert tracebacks[0].getMessage() == "unexpected error polling company 'Acme'"
+    assert logged(tracebacks[0]) == "unexpected error while polling company=Acme"
 
 
 async def test_failures_are_logged_once_per_change_and_recovery_once(caplog):
@@ -390,13 +391,13 @@ async def test_failures_are_logged_once_per_change_and_recovery_once(caplog):
     poller, _ = make_poller(fault, fault, fault, ActiveJobsResult(()))
     for _ in range(4):
         await poller._poll_company(TARGET)
-    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    lines = [logged(r) for r in caplog.records if r.levelno >= logging.INFO]
     assert lines == [
-        "poll of company 'Acme' failed: api_fault: ipsApiFault 30000: Internal error",
-        "poll of company 'Acme' recovered",
+        "poll failed company=Acme reason=api_fault error=ipsApiFault 30000: Internal error",
+        "poll recovered company=Acme",
     ]
-    again = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
-    assert again == ["poll of company 'Acme' failed again: api_fault: ipsApiFault 30000: Internal error"] * 2
+    again = [logged(r) for r in caplog.records if r.levelno == logging.DEBUG and r.getMessage() != "poll done"]
+    assert again == ["poll failed again company=Acme reason=api_fault error=ipsApiFault 30000: Internal error"] * 2
 
 
 async def test_a_run_the_scheduler_could_not_start_is_counted_as_skipped(caplog):
@@ -410,7 +411,7 @@ async def test_a_run_the_scheduler_could_not_start_is_counted_as_skipped(caplog)
     snapshot = store.state.company(TARGET)
     assert snapshot is not None and dict(snapshot.errors_total) == {Reason.SKIPPED: 1}
     assert len(published) == 1
-    assert messages(caplog) == ["poll of company 'Acme' skipped: the previous poll is still running"]
+    assert messages(caplog) == ["poll skipped: the previous poll is still running company=Acme"]
 
 
 def test_every_transition_publishes_one_new_state_to_each_subscriber():
@@ -547,7 +548,7 @@ async def test_refused_credentials_pause_the_account_with_one_probe_per_doubling
         await poller._poll_company(OTHER)
         probes.append(client.ips_calls)
     assert probes == [2, 3, 4, 5, 6]
-    pauses = [r.getMessage() for r in caplog.records if "IPS refused" in r.getMessage()]
+    pauses = [logged(r) for r in caplog.records if "IPS refused" in logged(r)]
     assert len(pauses) == 6 and pauses[0] == (
         "account 'main': IPS refused the credentials (authenticationFault 10001: Invalid credentials); no call "
         "for it until 2027-01-15T08:01:00+00:00, then one attempt (pause 60s, doubling up to 300s)")
@@ -571,8 +572,8 @@ async def test_a_probe_that_passes_ends_the_pause_and_calls_under_way_do_not_ext
     assert snapshot is not None and snapshot.up and [j.name for j in snapshot.jobs] == ["a"]
     await poller._poll_company(OTHER)  # the account polls as before
     assert client.ips_calls == 5
-    assert caplog.records[-1].getMessage() == "poll of company 'Bits' recovered"
-    assert "account 'main': IPS accepts the credentials again; polling resumes" in caplog.messages
+    assert logged(caplog.records[-1]) == "poll recovered company=Bits"
+    assert "account 'main': IPS accepts the credentials again; polling resumes" in [logged(r) for r in caplog.records]
 
 
 async def test_a_refused_company_pauses_alone(caplog):
@@ -588,7 +589,7 @@ async def test_a_refused_company_pauses_alone(caplog):
     timer.now += 60
     await poller._poll_company(OTHER)
     assert client.ips_calls == 3 and store.state.company(OTHER).up  # type: ignore[union-attr]
-    assert [line for line in caplog.messages if line.startswith("company 'Bits'")] == [
+    assert [line for line in [logged(r) for r in caplog.records] if line.startswith("company 'Bits'")] == [
         "company 'Bits': IPS refused the access (authorizationFault 20000: Invalid company); no call for it until "
         "2027-01-15T08:01:00+00:00, then one attempt (pause 60s, doubling up to 300s)",
         "company 'Bits': IPS accepts the access again; polling resumes",
@@ -624,16 +625,16 @@ async def test_rediscovery_follows_companies_added_and_removed_and_a_failed_one_
         assert [c.target.handle for c in store.state.companies] == ["c|1", "c|3"]
         assert store.state.company(TARGET) is kept
         assert sorted(j.id for j in poller.scheduler.get_jobs()) == ["main\x00", "main\x00c|1", "main\x00c|3"]
-        assert caplog.messages[-1] == "account 'main': polling 2 companies: Acme, Cogs"
+        assert [logged(r) for r in caplog.records][-1] == "account 'main': polling 2 companies: Acme, Cogs"
 
         client.membership_error = IpsConnectionError("refused")
         await poller._discover(placeholder)
         assert [c.target.handle for c in store.state.companies] == ["c|1", "c|3"]  # no placeholder shown
-        assert caplog.messages[-1] == "poll of company 'main' failed: connection: refused"
+        assert [logged(r) for r in caplog.records][-1] == "poll failed company=main reason=connection error=refused"
         client.membership_error = None
-        lines = len(caplog.messages)
+        lines = len([logged(r) for r in caplog.records])
         await poller._discover(placeholder)  # nothing changed: nothing said but the recovery
-        assert caplog.messages[lines:] == ["poll of company 'main' recovered"]
+        assert [logged(r) for r in caplog.records][lines:] == ["poll recovered company=main"]
     finally:
         await poller.stop()
 
@@ -651,7 +652,8 @@ async def test_a_fault_that_echoes_the_password_is_masked_and_cut_before_log_and
     assert snapshot.last_error.startswith("api_fault: ipsApiFault 30003: Invalid request XML: <authHeader><user>u"
                                           "</user><password>***</password></authHeader> (password ***) padding")
     assert len(snapshot.last_error) == len("api_fault: ") + 512 and snapshot.last_error.endswith("…")
-    assert "Pa55-w0rd" not in caplog.text and "<password>***</password>" in caplog.text
+    text = "\n".join(logged(r) for r in caplog.records)
+    assert "Pa55-w0rd" not in text and "<password>***</password>" in text
 
 
 async def test_invalid_records_are_one_line_per_poll_not_one_per_record(caplog):
@@ -659,7 +661,7 @@ async def test_invalid_records_are_one_line_per_poll_not_one_per_record(caplog):
     first = "job 'Pa55-w0rd\nforged line': bad taskProgressArray.0.numPending"
     poller, store = make_poller(ActiveJobsResult((job("a"),), invalid_records=375_000, first_invalid=first))
     await poller._poll_company(TARGET)
-    assert caplog.messages == ["company 'Acme': 375000 invalid job records left out; the first: "
+    assert [logged(r) for r in caplog.records] == ["invalid job records left out company=Acme records=375000 first="
                                "job '*** forged line': bad taskProgressArray.0.numPending"]
     assert store.state.company(TARGET).invalid_records_total == 375_000  # type: ignore[union-attr]
 
@@ -684,17 +686,17 @@ async def test_a_new_password_is_used_at_once_and_ends_the_pause(caplog):
     await poller._poll_company(OTHER)
     assert client.ips_calls == 4 and client.password == "N3w-Pa55"
     assert all(store.state.company(t).up for t in (TARGET, OTHER))  # type: ignore[union-attr]
-    assert caplog.messages[1] == (  # the poller's own default: up to 30 minutes
+    assert [logged(r) for r in caplog.records][1] == (  # the poller's own default: up to 30 minutes
         "account 'main': IPS refused the credentials (authenticationFault 10001: Invalid credentials); no call for "
         "it until 2027-01-15T08:01:00+00:00, then one attempt (pause 60s, doubling up to 1800s)")
-    assert [line for line in caplog.messages if line.startswith("account 'main'")][1:] == [
+    assert [line for line in [logged(r) for r in caplog.records] if line.startswith("account 'main'")][1:] == [
         # the probe was refused the company, not the credentials
         "account 'main': IPS accepts the credentials again; polling resumes",
         "account 'main': the password changed; it is used from now on, and the pause after refused credentials ends",
     ]
     secret[0] = "Th1rd"
     await poller._poll_company(TARGET)  # no pause to end this time
-    assert caplog.messages[-1] == "account 'main': the password changed; it is used from now on"
+    assert [logged(r) for r in caplog.records][-1] == "account 'main': the password changed; it is used from now on"
 
 
 async def test_a_new_password_ends_only_its_own_accounts_pause():
