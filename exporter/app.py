@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def make_client(account: AccountConfig, settings: Settings, budget: ResponseBudget | None = None) -> IpsClient:
     verify: ssl.SSLContext | bool = True
     if account.insecure_skip_verify:
-        log.warning("account %r: TLS certificates of IPS are NOT verified (insecure_skip_verify)", account.name)
+        log.warning("TLS certificates of IPS are NOT verified (insecure_skip_verify)", extra={"account": account.name})
         verify = False
     elif account.ca_file is not None:
         verify = ssl.create_default_context(cafile=str(account.ca_file))

@@ -95,12 +95,14 @@ def _about(target: CompanyTarget) -> dict[str, str]:
     return {"company": target.label, "account": target.account}
 
 
-def _paused_what(key: str | CompanyTarget, target: CompanyTarget) -> tuple[str, str]:
-    """Who a pause of `key` stops, and what IPS refused: an account (by name) its credentials,
-    a company its access."""
-    if isinstance(key, str):
-        return f"account {target.account!r}", "credentials"
-    return f"company {target.label!r}", "access"
+def _paused_what(key: str | CompanyTarget) -> str:
+    """What IPS refused: an account's (paused by name) credentials, a company's access."""
+    return "credentials" if isinstance(key, str) else "access"
+
+
+def _who(key: str | CompanyTarget, target: CompanyTarget) -> dict[str, str]:
+    """The fields of a pause's log lines: the account it stops, or the company."""
+    return {"account": target.account} if isinstance(key, str) else _about(target)
 
 
 def in_shard(handle: str, shard: tuple[int, int] | None) -> bool:
@@ -336,9 +338,10 @@ class Poller:
         backoff = self.interval if earlier is None else min(2 * earlier.backoff, self.auth_backoff_max)
         next_attempt = datetime.fromtimestamp(at[0] + backoff, UTC).isoformat(timespec="seconds")
         self._paused[key] = Pause(backoff, at[1] + backoff, next_attempt, message)
-        log.warning("%s: IPS refused the %s (%s); no call for it until %s, then one attempt (pause %gs, "
-                    "doubling up to %gs)", *_paused_what(key, target), message, next_attempt, backoff,
-                    self.auth_backoff_max)
+        log.warning("IPS refused the %s: no call until next_attempt, then one; each refusal doubles the pause up "
+                    "to pause_max", _paused_what(key), extra={
+                        **_who(key, target), "reason": reason.value, "error": message, "next_attempt": next_attempt,
+                        "pause": backoff, "pause_max": self.auth_backoff_max})
 
     def _read_password(self, account: Account) -> None:
         """A new password is used from the next call on, and ends the account's pauses."""
@@ -350,8 +353,8 @@ class Poller:
                   if key == account.name or (isinstance(key, CompanyTarget) and key.account == account.name)]
         for key in paused:
             del self._paused[key]
-        log.info("account %r: the password changed; it is used from now on%s", account.name,
-                 ", and the pause after refused credentials ends" if paused else "")
+        log.info("the password changed; it is used from now on%s",
+                 ", and the pause after refused credentials ends" if paused else "", extra={"account": account.name})
 
     def _resume(self, target: CompanyTarget) -> None:
         self._end_pause(target.account, target)
@@ -359,7 +362,7 @@ class Poller:
 
     def _end_pause(self, key: str | CompanyTarget, target: CompanyTarget) -> None:
         if self._paused.pop(key, None) is not None:
-            log.info("%s: IPS accepts the %s again; polling resumes", *_paused_what(key, target))
+            log.info("IPS accepts the %s again; polling resumes", _paused_what(key), extra=_who(key, target))
 
     def _log_failure(
         self, target: CompanyTarget, reason: str, message: str, *, bug: Exception | None = None, duration: float
@@ -459,7 +462,7 @@ class Poller:
         unique = []
         for target in targets:
             if target.handle in polled:
-                log.info("company %r is polled with another account already", target.label)
+                log.info("the company is polled with another account already", extra=_about(target))
                 continue
             if target.label in labels:
                 target = CompanyTarget(target.account, target.handle, f"{target.label} ({target.handle})")
@@ -483,14 +486,10 @@ class Poller:
         if polled and set(targets) == polled:
             return
         for entry in unknown:
-            log.error(
-                "account %r: company %r is not among the user's companies; check the handle or name",
-                account.name, entry,
-            )
-        log.info(
-            "account %r: polling %d companies: %s",
-            account.name, len(targets), ", ".join(t.label for t in targets) or "none",
-        )
+            log.error("a configured company is not among the user's companies; check the handle or name",
+                      extra={"account": account.name, "company": entry})
+        log.info("polling %d companies", len(targets), extra={
+            "account": account.name, "companies": ", ".join(t.label for t in targets) or "none"})
         for gone in polled - set(targets):
             self._unschedule(gone)
         self.store.record_discovered(placeholder, targets)

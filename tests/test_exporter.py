@@ -32,7 +32,7 @@ from servers import (
     settings_for,
     simulated,
 )
-from support import Samples, family, parse_samples, value
+from support import Samples, family, logged, parse_samples, value
 
 from exporter.app import password_reader
 from exporter.client import IpsClient
@@ -255,10 +255,10 @@ async def test_refused_credentials_pause_the_whole_account_instead_of_locking_it
             # Recovery, not its speed, is the point: 20 companies polled every second by an
             # in-process simulator on the test's own loop can take longer than 10 s on a loaded machine.
             await eventually(all_up, exporter, timeout=30)
-    lines = caplog.messages
-    pauses = [line for line in lines if line.startswith("account 'test': IPS refused the credentials")]
+    lines = [logged(r) for r in caplog.records]
+    pauses = [line for line in lines if line.startswith("IPS refused the credentials") and "account=test" in line]
     assert 3 <= len(pauses) <= 7, pauses  # one line per pause, with the time of the next attempt
-    assert "account 'test': IPS accepts the credentials again; polling resumes" in lines
+    assert "IPS accepts the credentials again; polling resumes account=test" in lines
 
 
 async def test_a_rotated_password_file_is_read_again_and_ends_the_pause(tmp_path, caplog):
@@ -275,8 +275,8 @@ async def test_a_rotated_password_file_is_read_again_and_ends_the_pause(tmp_path
             secret.write_text("demo\n")  # the secret is rotated: no restart, no waiting for the backoff
             samples = await eventually(all_up, exporter)
             assert len(by_company(samples, "scene7_up")) == len(sim.world.companies)
-    assert ("account 'test': the password changed; it is used from now on, and the pause after refused "
-            "credentials ends") in caplog.messages
+    assert ("the password changed; it is used from now on, and the pause after refused "
+            "credentials ends account=test") in [logged(r) for r in caplog.records]
     assert "demo" not in caplog.text.replace("demo@example.com", "")
 
 

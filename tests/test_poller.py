@@ -150,13 +150,13 @@ async def test_discovery_replaces_the_account_placeholder_by_its_companies():
         await poller.stop()
 
 
-UNKNOWN = "account 'main': company 'Nope' is not among the user's companies; check the handle or name"
+UNKNOWN = "a configured company is not among the user's companies; check the handle or name company=Nope"
 
 
 @pytest.mark.parametrize(("companies", "labels", "lines"), [
-    (("c|1", "Core", "Nope"), ["Acme", "Core"], [UNKNOWN, "account 'main': polling 2 companies: Acme, Core"]),
-    (("c|2", "Bits"), ["Bits"], ["account 'main': polling 1 companies: Bits"]),  # one company, asked for twice
-    (("Nope",), [], [UNKNOWN, "account 'main': polling 0 companies: none"]),
+    (("c|1", "Core", "Nope"), ["Acme", "Core"], [UNKNOWN, "polling 2 companies account=main companies=Acme, Core"]),
+    (("c|2", "Bits"), ["Bits"], ["polling 1 companies account=main companies=Bits"]),  # one company, asked for twice
+    (("Nope",), [], [UNKNOWN, "polling 0 companies account=main companies=none"]),
 ])
 async def test_discovery_polls_the_companies_asked_for_by_handle_or_name(caplog, companies, labels, lines):
     poller, store = make_poller(memberships=MEMBERSHIPS, companies=companies)
@@ -188,7 +188,7 @@ async def test_a_failed_discovery_is_kept_scheduled_and_its_recovery_logged(capl
         assert messages(caplog) == [
             "poll failed company=main reason=api_fault error=ipsApiFault 30000: Internal error",
             "poll recovered company=main",
-            "account 'main': polling 1 companies: Acme",
+            "polling 1 companies account=main companies=Acme",
         ]
     finally:
         await poller.stop()
@@ -208,9 +208,9 @@ async def test_a_company_of_two_accounts_is_polled_once_and_a_shared_name_gets_t
             CompanyTarget("first", "c|1", "Acme"), CompanyTarget("first", "c|2", "Bits"),
             CompanyTarget("second", "x|9", "Acme (x|9)")}
         assert messages(caplog) == [
-            "account 'first': polling 2 companies: Acme, Bits",
-            "company 'Bits' is polled with another account already",
-            "account 'second': polling 1 companies: Acme (x|9)",
+            "polling 2 companies account=first companies=Acme, Bits",
+            "the company is polled with another account already company=Bits",
+            "polling 1 companies account=second companies=Acme (x|9)",
         ]
     finally:
         await poller.stop()
@@ -550,9 +550,11 @@ async def test_refused_credentials_pause_the_account_with_one_probe_per_doubling
     assert probes == [2, 3, 4, 5, 6]
     pauses = [logged(r) for r in caplog.records if "IPS refused" in logged(r)]
     assert len(pauses) == 6 and pauses[0] == (
-        "account 'main': IPS refused the credentials (authenticationFault 10001: Invalid credentials); no call "
-        "for it until 2027-01-15T08:01:00+00:00, then one attempt (pause 60s, doubling up to 300s)")
-    assert [line.split("(pause ")[1].split("s,")[0] for line in pauses] == ["60", "120", "240", "300", "300", "300"]
+        "IPS refused the credentials: no call until next_attempt, then one; each refusal doubles the pause up to "
+        "pause_max "
+        "account=main reason=authentication error=authenticationFault 10001: Invalid credentials "
+        "next_attempt=2027-01-15T08:01:00+00:00 pause=60 pause_max=300")
+    assert [line.split(" pause=")[1].split()[0] for line in pauses] == ["60", "120", "240", "300", "300", "300"]
 
 
 async def test_a_probe_that_passes_ends_the_pause_and_calls_under_way_do_not_extend_it(caplog):
@@ -573,7 +575,7 @@ async def test_a_probe_that_passes_ends_the_pause_and_calls_under_way_do_not_ext
     await poller._poll_company(OTHER)  # the account polls as before
     assert client.ips_calls == 5
     assert logged(caplog.records[-1]) == "poll recovered company=Bits"
-    assert "account 'main': IPS accepts the credentials again; polling resumes" in [logged(r) for r in caplog.records]
+    assert "IPS accepts the credentials again; polling resumes account=main" in [logged(r) for r in caplog.records]
 
 
 async def test_a_refused_company_pauses_alone(caplog):
@@ -589,10 +591,11 @@ async def test_a_refused_company_pauses_alone(caplog):
     timer.now += 60
     await poller._poll_company(OTHER)
     assert client.ips_calls == 3 and store.state.company(OTHER).up  # type: ignore[union-attr]
-    assert [line for line in [logged(r) for r in caplog.records] if line.startswith("company 'Bits'")] == [
-        "company 'Bits': IPS refused the access (authorizationFault 20000: Invalid company); no call for it until "
-        "2027-01-15T08:01:00+00:00, then one attempt (pause 60s, doubling up to 300s)",
-        "company 'Bits': IPS accepts the access again; polling resumes",
+    assert [line for line in [logged(r) for r in caplog.records] if "IPS" in line] == [
+        "IPS refused the access: no call until next_attempt, then one; each refusal doubles the pause up to "
+        "pause_max company=Bits reason=authorization error=authorizationFault 20000: Invalid company "
+        "next_attempt=2027-01-15T08:01:00+00:00 pause=60 pause_max=300",
+        "IPS accepts the access again; polling resumes company=Bits",
     ]
 
 
@@ -625,7 +628,7 @@ async def test_rediscovery_follows_companies_added_and_removed_and_a_failed_one_
         assert [c.target.handle for c in store.state.companies] == ["c|1", "c|3"]
         assert store.state.company(TARGET) is kept
         assert sorted(j.id for j in poller.scheduler.get_jobs()) == ["main\x00", "main\x00c|1", "main\x00c|3"]
-        assert [logged(r) for r in caplog.records][-1] == "account 'main': polling 2 companies: Acme, Cogs"
+        assert [logged(r) for r in caplog.records][-1] == "polling 2 companies account=main companies=Acme, Cogs"
 
         client.membership_error = IpsConnectionError("refused")
         await poller._discover(placeholder)
@@ -687,16 +690,18 @@ async def test_a_new_password_is_used_at_once_and_ends_the_pause(caplog):
     assert client.ips_calls == 4 and client.password == "N3w-Pa55"
     assert all(store.state.company(t).up for t in (TARGET, OTHER))  # type: ignore[union-attr]
     assert [logged(r) for r in caplog.records][1] == (  # the poller's own default: up to 30 minutes
-        "account 'main': IPS refused the credentials (authenticationFault 10001: Invalid credentials); no call for "
-        "it until 2027-01-15T08:01:00+00:00, then one attempt (pause 60s, doubling up to 1800s)")
-    assert [line for line in [logged(r) for r in caplog.records] if line.startswith("account 'main'")][1:] == [
+        "IPS refused the credentials: no call until next_attempt, then one; each refusal doubles the pause up to "
+        "pause_max "
+        "account=main reason=authentication error=authenticationFault 10001: Invalid credentials "
+        "next_attempt=2027-01-15T08:01:00+00:00 pause=60 pause_max=1800")
+    assert [line for line in [logged(r) for r in caplog.records] if line.endswith("account=main")] == [
         # the probe was refused the company, not the credentials
-        "account 'main': IPS accepts the credentials again; polling resumes",
-        "account 'main': the password changed; it is used from now on, and the pause after refused credentials ends",
+        "IPS accepts the credentials again; polling resumes account=main",
+        "the password changed; it is used from now on, and the pause after refused credentials ends account=main",
     ]
     secret[0] = "Th1rd"
     await poller._poll_company(TARGET)  # no pause to end this time
-    assert [logged(r) for r in caplog.records][-1] == "account 'main': the password changed; it is used from now on"
+    assert [logged(r) for r in caplog.records][-1] == "the password changed; it is used from now on account=main"
 
 
 async def test_a_new_password_ends_only_its_own_accounts_pause():
