@@ -46,7 +46,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # The commit and the build time, last so that a new value rebuilds no layer above:
 #   --build-arg REVISION="$(git rev-parse HEAD)" --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 ARG REVISION=unknown
-ARG CREATED=unknown
+ARG CREATED=
 LABEL org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}"
 ENTRYPOINT ["scene7-exporter"]

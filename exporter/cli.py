@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="as given to run; the first address is asked")
     health.add_argument("--web.route-prefix", dest="web.route_prefix")
     health.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for the answer (default 4)")
+    # run's other flags, accepted so that the same command line works, and not needed here
+    for flag in ("--web.telemetry-path", "--log.level", "--log.format", "--shard"):
+        health.add_argument(flag, dest=f"ignored{flag}", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate the configuration and print it")
     _version(check)
@@ -165,7 +168,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse_args(given)
+    except SystemExit as exc:
+        if given[:1] == ["healthcheck"] and exc.code == 2:
+            return 1  # Docker reserves exit code 2 of a health check
+        raise
     try:
         if args.command == "simulate":
             return _simulate(args)
@@ -282,13 +291,18 @@ def _healthcheck(args: argparse.Namespace) -> int:
     host = _LOOPBACK.get(host, host)
     verify: ssl.SSLContext | bool = False
     if web is not None and web.ssl_context is not None:
-        verify = ssl.create_default_context(cadata=web.certificate)
+        try:
+            verify = ssl.create_default_context(cadata=web.certificate or "")
+        except (ssl.SSLError, ValueError) as exc:
+            print(f"{APP_NAME} healthcheck: the configured certificate cannot be trusted: {exc}", file=sys.stderr)
+            return 1
         verify.check_hostname = False  # the address asked is loopback: the certificate itself is trusted
         verify.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     scheme = "https" if verify else "http"
     url = f"{scheme}://{host_port(host, port)}{settings.web.prefix}/healthz"
     try:
-        answer = httpx.get(url, verify=verify, timeout=args.timeout)
+        # trust_env=False: a proxy for IPS (HTTPS_PROXY) must not carry a request to loopback
+        answer = httpx.get(url, verify=verify, timeout=args.timeout, trust_env=False)
     except httpx.HTTPError as exc:
         print(f"{APP_NAME} healthcheck: {url}: {exc or type(exc).__name__}", file=sys.stderr)
         return 1

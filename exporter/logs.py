@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -51,11 +52,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line with the same keys as the logfmt line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(fields(record), ensure_ascii=False, default=str)
+        entry = {k: v if not isinstance(v, float) or math.isfinite(v) else repr(v) for k, v in fields(record).items()}
+        return json.dumps(entry, ensure_ascii=False, default=str, allow_nan=False)
 
 
 def _logfmt(value: Any) -> str:
-    text = f"{value:g}" if isinstance(value, float) else str(value)
+    text = repr(value) if isinstance(value, float) else str(value)
     if text and not any(c in text for c in ' ="\\') and text.isprintable():
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")

@@ -75,7 +75,7 @@ class WebApp:
     async def _page(self, query: Query) -> bytes:
         jobs = await self.jobs.page(query)
         return page.render(jobs, self.jobs.status(), self.jobs.filters(),
-                           metrics_href=self.telemetry_path[1:]).encode("utf-8")
+                           metrics_href="." + self.telemetry_path).encode("utf-8")
 
     async def _jobs_json(self, query: Query) -> bytes:
         return _json((await self.jobs.page(query)).as_json())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -45,6 +46,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -217,9 +219,10 @@ class TlsServerConfig(_Section):
             problems.append("client_allowed_sans needs client_auth_type: RequireAndVerifyClientCert")
         if problems:
             raise ValueError("; ".join(problems))
-        self._context = self._load(verifying)
-        if self.cert_file or self.key_file or self.client_ca_file:
-            _RotatedFiles(self, verifying).watch(self._context)
+        rotation = _RotatedFiles(self, verifying) if self.cert_file or self.key_file or self.client_ca_file else None
+        self._context = self._load(verifying)  # after the files' stamps: a change in between is seen
+        if rotation is not None:
+            rotation.watch(self._context)
         return self
 
     def _load(self, verifying: bool) -> ssl.SSLContext:
@@ -230,17 +233,21 @@ class TlsServerConfig(_Section):
         context.minimum_version = _TLS_VERSIONS[self.min_version]
         context.maximum_version = _TLS_VERSIONS[self.max_version]
         context.set_alpn_protocols(["http/1.1"])
-        # load_cert_chain only reads files: inline PEM goes through a private temporary directory.
-        with tempfile.TemporaryDirectory(prefix="scene7-webconfig-") as tmp:
-            cert = self.cert_file or _private_file(Path(tmp) / "cert.pem", self.cert)
-            key = self.key_file or _private_file(Path(tmp) / "key.pem", self.key)
-            try:
+        # load_cert_chain only reads files: inline PEM goes through a private temporary directory,
+        # made only then (a read-only root filesystem has none to give).
+        try:
+            with contextlib.ExitStack() as stack:
+                inline = self.cert or self.key
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scene7-webconfig-"))) if inline \
+                    else None
+                cert = self.cert_file or _private_file(_in(tmp) / "cert.pem", self.cert)
+                key = self.key_file or _private_file(_in(tmp) / "key.pem", self.key)
                 # The password callback stops OpenSSL from prompting on a terminal for encrypted keys.
                 context.load_cert_chain(cert, key, password=lambda: b"")
-            except OSError as exc:  # ssl.SSLError is an OSError too
-                names = f"{'cert' if self.cert else 'cert_file'} and {'key' if self.key else 'key_file'}"
-                raise ValueError(f"cannot load {names} ({_reason(exc)}); both must be PEM, "
-                                 "the key unencrypted and belonging to the certificate") from None
+        except OSError as exc:  # ssl.SSLError is an OSError too; so is no usable temporary directory
+            names = f"{'cert' if self.cert else 'cert_file'} and {'key' if self.key else 'key_file'}"
+            raise ValueError(f"cannot load {names} ({_reason(exc)}); both must be PEM, "
+                             "the key unencrypted and belonging to the certificate") from None
         suites = [_GO_CIPHERS[name] for name in self.cipher_suites if name in _GO_CIPHERS]
         try:
             if suites:
@@ -298,13 +305,14 @@ class _RotatedFiles:
 
     def _on_client_hello(self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
                          listening: ssl.SSLContext) -> None:
+        stamps = self._stamps()
         try:
-            stamps = self._stamps()
             if stamps not in (self._loaded, self._refused):
                 self._reload(stamps)
             if self._current is not None:
                 connection.context = self._current
         except Exception:  # an exception here would fail the handshake with no word
+            self._refused = stamps  # once per change of the files, not at every handshake
             log.exception("TLS certificate reload failed; serving the certificate loaded before")
 
     def _reload(self, stamps: tuple[FileStamp, ...]) -> None:
@@ -320,9 +328,34 @@ class _RotatedFiles:
                  ", ".join(str(p) for p in self._paths))
 
 
+# exporter-toolkit's allowed values (None: any); a value is one line (a YAML block's final line
+# break is dropped), as no HTTP header value may hold a line break.
+_HEADER_VALUES: dict[str, tuple[str, ...] | None] = {
+    "Content-Security-Policy": None,
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-XSS-Protection": None,
+    "Strict-Transport-Security": None,
+}
+
+
 class HttpServerConfig(_Section):
     http2: bool = True
     headers: dict[Header, str | None] = {}
+
+    @field_validator("headers")
+    @classmethod
+    def _values(cls, headers: dict[str, str | None]) -> dict[str, str | None]:
+        checked: dict[str, str | None] = {}
+        for name, value in headers.items():
+            text = (value or "").strip()
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+                raise ValueError(f"{name}: a header value is one line, without control characters")
+            allowed = _HEADER_VALUES[name]
+            if text and allowed is not None and text not in allowed:
+                raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {text!r}")
+            checked[name] = text or None
+        return checked
 
 
 class RateLimit(_Section):
@@ -392,15 +425,21 @@ def load_web_config(path: str | Path) -> WebConfig:
     )
 
 
+def _in(directory: Path | None) -> Path:
+    assert directory is not None  # made whenever a certificate or key is inline
+    return directory
+
+
 def _served_certificate(tls: TlsServerConfig | None) -> str | None:
     if tls is None or tls.ssl_context is None:
         return None
-    if tls.cert:
-        return tls.cert
     try:
-        return Path(str(tls.cert_file)).read_text(encoding="ascii", errors="replace")
+        text = tls.cert or Path(str(tls.cert_file)).read_bytes().decode("ascii", errors="ignore")
     except OSError:
         return None
+    # the PEM blocks alone: text around them (openssl's "Bag Attributes") is not for a CA store
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, re.DOTALL)
+    return "\n".join(blocks) or None
 
 
 def _private_file(path: Path, text: str | None) -> str:

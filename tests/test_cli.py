@@ -164,7 +164,7 @@ def test_every_problem_is_one_line_of_its_own(tmp_path):
     code, lines, _, _ = finished(exporter_command("run", f"--config.file={config}"), tmp_path)
     assert (code, lines) == (2, [
         "scene7-exporter: invalid configuration: poll.timeout: a duration must be positive (got 0)",
-        "scene7-exporter: invalid configuration: log.level: Input should be 'debug', 'info', 'warning' or "
+        "scene7-exporter: invalid configuration: log.level: Input should be 'debug', 'info', 'warn', 'warning' or "
         "'error' (got 'loud')",
     ])
 
@@ -298,7 +298,7 @@ def test_demo_shows_finished_jobs_of_every_outcome_within_two_minutes(tmp_path, 
                     print(line)
 
 
-@pytest.mark.parametrize("argv", [[], ["run"], ["demo"], ["simulate"], ["check-config"]])
+@pytest.mark.parametrize("argv", [[], ["run"], ["demo"], ["simulate"], ["check-config"], ["healthcheck"]])
 def test_version_on_every_subcommand_names_python_and_the_key_libraries(argv, capsys):
     import platform
     from importlib import metadata
@@ -373,8 +373,9 @@ def test_listen_addresses_from_the_flags_and_the_config_file(tmp_path):
             WebSection(listen_address=bad)
 
 
-def healthcheck(*flags: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(exporter_command("healthcheck", *flags), capture_output=True, text=True, timeout=30, cwd=cwd)
+def healthcheck(*flags: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(exporter_command("healthcheck", *flags), capture_output=True, text=True, timeout=30,
+                          cwd=cwd, env={**os.environ, **(env or {})})
 
 
 def test_healthcheck_asks_the_exporter_as_run_serves_it_with_tls_and_basic_auth(tmp_path):
@@ -395,7 +396,8 @@ def test_healthcheck_asks_the_exporter_as_run_serves_it_with_tls_and_basic_auth(
         assert healthcheck(f"--config.file={config}", cwd=tmp_path).returncode == 1  # not started yet
         args = exporter_command("run", f"--config.file={config}")
         with running("exporter", args, tmp_path, lambda: port_open(port)):
-            ok = healthcheck(f"--config.file={config}", cwd=tmp_path)
+            ok = healthcheck(f"--config.file={config}", cwd=tmp_path,
+                             env={"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})
             assert ok.returncode == 0, ok.stderr
             assert ok.stdout.strip() == f"scene7-exporter healthcheck: https://127.0.0.1:{port}/scene7/healthz: 200"
             # the flags of run, over the file: another prefix is another path
@@ -418,4 +420,9 @@ def test_healthcheck_asks_the_exporter_as_run_serves_it_with_tls_and_basic_auth(
     assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1, gone.stderr
     # no configuration file (the image's demo): the default address
     default = healthcheck("--config.file=/nonexistent.yml", cwd=tmp_path)
-    assert "http://127.0.0.1:10373/healthz" in default.stdout + default.stderr
+    assert default.returncode in (0, 1) and "http://127.0.0.1:10373/healthz" in default.stdout + default.stderr
+    # run's other flags are accepted; a flag it does not know is exit 1, never Docker's reserved 2
+    same = healthcheck(f"--config.file={config}", "--log.level=warn", "--log.format=json", "--shard=1/2",
+                       "--web.telemetry-path=/m", cwd=tmp_path)
+    assert same.returncode == 1 and "usage" not in same.stderr, same.stderr
+    assert healthcheck("--no-such-flag", cwd=tmp_path).returncode == 1

@@ -96,7 +96,8 @@ URL_HINT = "endpoint must be an http(s) URL, e.g. https://s7sps1apissl.scene7.co
         ("accounts: [{user: u, endpoint: ftp://x}]\n", f"accounts.0.endpoint: {URL_HINT} (got 'ftp://x')"),
         ("accounts: [{user: u, api_version: '2014'}]\n",
          "accounts.0.api_version: api_version looks like \"2014-04-03\" (got '2014')"),
-        ("log: {level: loud}\n", "log.level: Input should be 'debug', 'info', 'warning' or 'error' (got 'loud')"),
+        ("log: {level: loud}\n",
+         "log.level: Input should be 'debug', 'info', 'warn', 'warning' or 'error' (got 'loud')"),
         ("shard: 4/3\n", "shard: shard '4/3' must be INDEX/TOTAL with 1 <= INDEX <= TOTAL, e.g. 2/3 (got '4/3')"),
         ("accounts: [{user: u}, {user: v}]\n", "accounts: every account needs its own name (check the value)"),
     ],
@@ -112,7 +113,7 @@ def test_every_problem_gets_its_own_line(tmp_path):
         load_settings(write(tmp_path, "poll: {interval: 1h, timeout: 0}\nlog: {level: loud}\n"))
     assert str(caught.value) == (
         "poll.timeout: a duration must be positive (got 0); "
-        "log.level: Input should be 'debug', 'info', 'warning' or 'error' (got 'loud')"
+        "log.level: Input should be 'debug', 'info', 'warn', 'warning' or 'error' (got 'loud')"
     )
 
 

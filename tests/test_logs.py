@@ -101,3 +101,10 @@ def test_the_exporter_logs_logfmt_lines_with_fields(tmp_path):
     assert (fields["level"], fields["msg"], fields["company"], fields["account"], fields["reason"]) == (
         "warn", "poll failed", "main", "main", "connection")
     assert re.fullmatch(r"poller\.py:\d+", fields["source"]) and float(fields["duration"]) >= 0
+
+
+def test_numbers_keep_their_digits_and_json_stays_json():
+    line = LogfmtFormatter().format(record("poll done", duration=1234.5678, pause=1e7))
+    assert "duration=1234.5678" in line and "pause=10000000.0" in line
+    entry = json.loads(JsonFormatter().format(record("odd", value=float("nan"))))
+    assert entry["value"] == "nan"

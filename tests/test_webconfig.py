@@ -931,3 +931,32 @@ async def test_a_renewed_certificate_is_served_to_new_connections_without_a_rest
     assert shown == third
     writer.close()
     old_writer.close()
+
+
+def test_header_values_are_checked_as_exporter_toolkit_checks_them(tmp_path: Path) -> None:
+    folded = load_web_config(write_config(tmp_path, (
+        "http_server_config:\n  headers:\n    Content-Security-Policy: >\n      default-src 'self';\n"
+        "      img-src 'self'\n    X-Frame-Options: sameorigin\n")))
+    # a YAML block's final line break is not part of the value (h11 would refuse every response)
+    assert folded.headers == (("Content-Security-Policy", "default-src 'self'; img-src 'self'"),
+                              ("X-Frame-Options", "sameorigin"))
+    for text, problem in [
+        ("    X-Frame-Options: bogus\n", "X-Frame-Options: expected one of deny, sameorigin, got 'bogus'"),
+        ("    X-Content-Type-Options: sniff\n", "X-Content-Type-Options: expected one of nosniff, got 'sniff'"),
+        ("    Content-Security-Policy: |\n      default-src 'self'\n      img-src 'self'\n",
+         "Content-Security-Policy: a header value is one line"),
+    ]:
+        with pytest.raises(ConfigError) as refused:
+            load_web_config(write_config(tmp_path, "http_server_config:\n  headers:\n" + text, "bad.yml"))
+        assert problem in refused.value.problems[0], refused.value.problems
+
+
+def test_tls_files_load_without_a_temporary_directory(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only root filesystem has no temporary directory: certificate files need none."""
+    import tempfile
+
+    def none(*args: object, **kwargs: object) -> object:
+        raise FileNotFoundError("No usable temporary directory found")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", none)
+    assert load_web_config(write_config(pki.directory, tls_config(pki), "ro.yml")).ssl_context is not None
