@@ -135,7 +135,7 @@ async def test_scrape_serves_every_company_and_answers_every_format():
         assert (await get(exporter, "/healthz")).status_code == 200
         assert (await get(exporter, "/readyz")).status_code == 200
         landing = await get(exporter, "/")
-        assert "Bits &amp; &quot;Bytes&quot; &lt;EU&gt;" in landing.text and 'href="metrics"' in landing.text
+        assert "Bits &amp; &quot;Bytes&quot; &lt;EU&gt;" in landing.text and 'href="./metrics"' in landing.text
         assert (await get(exporter, "/nope")).status_code == 404
 
 
