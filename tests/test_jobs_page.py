@@ -380,18 +380,6 @@ def test_a_telemetry_path_that_is_taken_or_not_a_plain_path_is_refused(path):
         WebSection(telemetry_path=path)
 
 
-def test_the_telemetry_path_flag_reaches_the_settings_of_run_and_demo(tmp_path):
-    from exporter.cli import _demo_settings, _overrides, parse_args
-    from exporter.config import load_settings
-
-    config = tmp_path / "config.yml"
-    config.write_text("accounts:\n  - {name: a, endpoint: 'https://ips.example.com/x', user: u, password: p}\n")
-    run = parse_args(["--config.file", str(config), "--web.telemetry-path", "/prom"])
-    assert load_settings(run.config_file, **_overrides(run)).web.telemetry_path == "/prom"
-    assert load_settings(config).web.telemetry_path == "/metrics"
-    assert _demo_settings(parse_args(["demo", "--web.telemetry-path=/m"])).web.telemetry_path == "/m"
-
-
 @pytest.mark.parametrize("prefix", ["scene7", "/a//b", "/a/../b", "/a b", "/a?b", "/a\r\nb"])
 def test_a_route_prefix_that_is_not_a_plain_path_is_refused(prefix):
     with pytest.raises(ValueError, match="route_prefix"):
@@ -457,16 +445,19 @@ async def test_an_index_that_cannot_be_built_leaves_the_last_one_and_is_said(mon
     await indexer.close()
 
 
-def test_the_route_prefix_flag_reaches_the_settings_of_run_and_demo(tmp_path):
+def test_the_route_prefix_and_telemetry_path_flags_reach_the_settings_of_run_and_demo(tmp_path):
     from exporter.cli import _demo_settings, _overrides, parse_args
     from exporter.config import load_settings
 
     config = tmp_path / "config.yml"
     config.write_text("accounts:\n  - {name: a, endpoint: 'https://ips.example.com/x', user: u, password: p}\n")
-    run = parse_args(["--config.file", str(config), "--web.route-prefix", "/scene7/"])
-    assert load_settings(run.config_file, **_overrides(run)).web.prefix == "/scene7"
-    assert load_settings(config).web.prefix == ""
-    assert _demo_settings(parse_args(["demo", "--web.route-prefix=/jobs"])).web.prefix == "/jobs"
+    run = parse_args(["--config.file", str(config), "--web.route-prefix", "/scene7/", "--web.telemetry-path", "/prom"])
+    web = load_settings(run.config_file, **_overrides(run)).web
+    assert (web.prefix, web.telemetry_path) == ("/scene7", "/prom")
+    default = load_settings(config).web
+    assert (default.prefix, default.telemetry_path) == ("", "/metrics")
+    demo = _demo_settings(parse_args(["demo", "--web.route-prefix=/jobs", "--web.telemetry-path=/m"])).web
+    assert (demo.prefix, demo.telemetry_path) == ("/jobs", "/m")
 
 
 def test_a_job_unchanged_since_the_last_poll_keeps_its_index_entry_and_a_changed_one_gets_a_new_one():
