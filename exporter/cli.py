@@ -292,7 +292,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
     verify: ssl.SSLContext | bool = False
     if web is not None and web.ssl_context is not None:
         try:
-            verify = ssl.create_default_context(cadata=web.certificate or "")
+            verify = ssl.create_default_context(cadata=web.served_certificate() or "")
         except (ssl.SSLError, ValueError) as exc:
             print(f"{APP_NAME} healthcheck: the configured certificate cannot be trusted: {exc}", file=sys.stderr)
             return 1

@@ -25,6 +25,11 @@ _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a log call gave in `extra`: what the line is about."""
+    return {key: value for key, value in record.__dict__.items() if key not in _STANDARD and not key.startswith("_")}
+
+
 def fields(record: logging.LogRecord) -> dict[str, Any]:
     """The time, level, source and message of `record`, then its `extra` fields, then `exc`."""
     entry: dict[str, Any] = {
@@ -33,9 +38,7 @@ def fields(record: logging.LogRecord) -> dict[str, Any]:
         "source": f"{record.filename}:{record.lineno}",
         "msg": record.getMessage(),
     }
-    for key, value in record.__dict__.items():
-        if key not in _STANDARD and not key.startswith("_"):
-            entry[key] = value
+    entry.update(extra_fields(record))
     if record.exc_info:
         entry["exc"] = logging.Formatter().formatException(record.exc_info)
     return entry

@@ -237,11 +237,12 @@ class TlsServerConfig(_Section):
         # made only then (a read-only root filesystem has none to give).
         try:
             with contextlib.ExitStack() as stack:
-                inline = self.cert or self.key
-                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scene7-webconfig-"))) if inline \
-                    else None
-                cert = self.cert_file or _private_file(_in(tmp) / "cert.pem", self.cert)
-                key = self.key_file or _private_file(_in(tmp) / "key.pem", self.key)
+                cert, key = self.cert_file, self.key_file
+                if self.cert or self.key:
+                    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="scene7-webconfig-")))
+                    cert = cert or _private_file(tmp / "cert.pem", self.cert)
+                    key = key or _private_file(tmp / "key.pem", self.key)
+                assert cert is not None  # the section's check asks for cert or cert_file
                 # The password callback stops OpenSSL from prompting on a terminal for encrypted keys.
                 context.load_cert_chain(cert, key, password=lambda: b"")
         except OSError as exc:  # ssl.SSLError is an OSError too; so is no usable temporary directory
@@ -384,8 +385,19 @@ class WebConfig:
     basic_auth: BasicAuth | None
     # http_server_config.headers: on every response that does not set the header itself
     headers: tuple[tuple[str, str], ...] = ()
-    # the served certificate (PEM) as configured, for `healthcheck` to trust exactly that one
-    certificate: str | None = None
+    tls: TlsServerConfig | None = None
+
+    def served_certificate(self) -> str | None:
+        """The served certificate's PEM blocks as configured now, for `healthcheck` to trust
+        exactly that one (text around them, like openssl's "Bag Attributes", left out)."""
+        if self.tls is None or self.tls.ssl_context is None:
+            return None
+        try:
+            text = self.tls.cert or Path(str(self.tls.cert_file)).read_bytes().decode("ascii", errors="ignore")
+        except OSError:
+            return None
+        blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, re.DOTALL)
+        return "\n".join(blocks) or None
 
 
 def load_web_config(path: str | Path) -> WebConfig:
@@ -416,30 +428,13 @@ def load_web_config(path: str | Path) -> WebConfig:
     return WebConfig(
         ssl_context=file.tls_server_config.ssl_context if file.tls_server_config else None,
         basic_auth=BasicAuth(users) if users else None,
-        certificate=_served_certificate(file.tls_server_config),
+        tls=file.tls_server_config,
         headers=tuple(
             (name, value)
             for name, value in (file.http_server_config.headers if file.http_server_config else {}).items()
             if value
         ),
     )
-
-
-def _in(directory: Path | None) -> Path:
-    assert directory is not None  # made whenever a certificate or key is inline
-    return directory
-
-
-def _served_certificate(tls: TlsServerConfig | None) -> str | None:
-    if tls is None or tls.ssl_context is None:
-        return None
-    try:
-        text = tls.cert or Path(str(tls.cert_file)).read_bytes().decode("ascii", errors="ignore")
-    except OSError:
-        return None
-    # the PEM blocks alone: text around them (openssl's "Bag Attributes") is not for a CA store
-    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, re.DOTALL)
-    return "\n".join(blocks) or None
 
 
 def _private_file(path: Path, text: str | None) -> str:

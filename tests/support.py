@@ -312,14 +312,12 @@ async def ticks_while(work: Awaitable[Any], every: float = 0.0) -> int:
     return ticks
 
 
-_LOG_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "taskName"}
-
-
 def logged(record: logging.LogRecord) -> str:
     """A log record as the tests compare it: its message, then its fields as key=value (leaving
     out durations, which are timing, and the account of a line about a company)."""
-    fields = {k: v for k, v in record.__dict__.items() if k not in _LOG_RECORD_KEYS and not k.startswith("_")}
+    from exporter.logs import extra_fields
+
+    fields = extra_fields(record)
     fields.pop("duration", None)
     if "company" in fields:
         fields.pop("account", None)
